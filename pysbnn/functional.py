@@ -1,0 +1,286 @@
+"""The math of every op, once, as ``forward -> (out, cache)`` / ``backward`` pairs.
+
+Layers in :mod:`pysbnn.layers` only hold parameters, cache and delegate here.
+Images are NHWC, dense weights ``(out_features, in_features)`` and conv weights
+``(out_channels, in_channels, kh, kw)`` (see ``docs/conventions.md``).
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+# --------------------------------------------------------------------- dense
+def dense_forward(x, w, b=None):
+    """Affine map ``out = x w^T + b``.
+
+    Parameters
+    ----------
+    x : (n, in_features) array
+    w : (out_features, in_features) array
+    b : (out_features,) array or None
+
+    Returns
+    -------
+    out : (n, out_features) array
+    cache : tuple for :func:`dense_backward`
+    """
+    out = x @ w.T
+    if b is not None:
+        out += b
+    return out, (x, w, b is not None)
+
+
+def dense_backward(dout, cache):
+    """Gradients of :func:`dense_forward`: returns ``dx, dw, db`` (db None without bias)."""
+    x, w, has_bias = cache
+    dx = dout @ w
+    dw = dout.T @ x
+    db = dout.sum(axis=0) if has_bias else None
+    return dx, dw, db
+
+
+# ---------------------------------------------------------------------- conv
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a convolution along one axis: ``(size + 2p - k) // s + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def im2col(x, kh, kw, stride, padding):
+    """Patches of an NHWC batch as rows, built from a strided view (no pixel loop).
+
+    Parameters
+    ----------
+    x : (n, h, w, c) array
+
+    Returns
+    -------
+    cols : (n * ho * wo, kh * kw * c) array, columns ordered (dy, dx, channel)
+    """
+    n, h, w, c = x.shape
+    if padding:
+        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(w, kw, stride, padding)
+    # windows: (n, ho', wo', c, kh, kw) -> keep every stride-th window.
+    win = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride][:, :ho, :wo]
+    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
+
+
+def col2im(dcols, x_shape, kh, kw, stride, padding):
+    """Adjoint of :func:`im2col`: scatter-add patch gradients back to an NHWC array.
+
+    Loops over the ``kh * kw`` kernel taps only (9 for a 3x3 kernel), never over pixels.
+    """
+    n, h, w, c = x_shape
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(w, kw, stride, padding)
+    d = dcols.reshape(n, ho, wo, kh, kw, c)
+    dxp = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=dcols.dtype)
+    for dy in range(kh):
+        for dx in range(kw):
+            dxp[:, dy:dy + stride * ho:stride, dx:dx + stride * wo:stride] += d[:, :, :, dy, dx]
+    if padding:
+        return dxp[:, padding:-padding, padding:-padding]
+    return dxp
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    """2-D cross-correlation (what deep-learning libraries call convolution).
+
+    Parameters
+    ----------
+    x : (n, h, w, c_in) array
+    w : (c_out, c_in, kh, kw) array
+    b : (c_out,) array or None
+    stride, padding : int
+
+    Returns
+    -------
+    out : (n, ho, wo, c_out) array with ``ho = (h + 2 padding - kh) // stride + 1``
+    cache : tuple for :func:`conv2d_backward`
+    """
+    c_out, c_in, kh, kw = w.shape
+    if x.shape[-1] != c_in:
+        raise ValueError(f"conv2d: input has {x.shape[-1]} channels, weight expects {c_in}")
+    n, h, wd, _ = x.shape
+    ho = conv_output_size(h, kh, stride, padding)
+    wo = conv_output_size(wd, kw, stride, padding)
+    cols = im2col(x, kh, kw, stride, padding)
+    wmat = w.transpose(0, 2, 3, 1).reshape(c_out, -1)      # columns (dy, dx, channel)
+    out = cols @ wmat.T
+    if b is not None:
+        out += b
+    cache = (x.shape, cols, wmat, w.shape, stride, padding, b is not None)
+    return out.reshape(n, ho, wo, c_out), cache
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of :func:`conv2d_forward`: returns ``dx, dw, db``."""
+    x_shape, cols, wmat, w_shape, stride, padding, has_bias = cache
+    c_out, c_in, kh, kw = w_shape
+    d2 = dout.reshape(-1, c_out)
+    dw = (d2.T @ cols).reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+    dx = col2im(d2 @ wmat, x_shape, kh, kw, stride, padding)
+    db = d2.sum(axis=0) if has_bias else None
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------- batchnorm
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
+                      momentum=0.1, eps=1e-5):
+    """Batch normalisation over every axis but the last (features / channels).
+
+    In training mode uses the batch statistics and updates ``running_mean`` and
+    ``running_var`` in place (unbiased variance, PyTorch's convention); in eval
+    mode uses the running statistics.
+
+    Parameters
+    ----------
+    x : (..., c) array
+    gamma, beta, running_mean, running_var : (c,) arrays
+    """
+    c = x.shape[-1]
+    x2 = x.reshape(-1, c)
+    if training:
+        m = x2.shape[0]
+        if m < 2:
+            raise ValueError("batchnorm: training needs more than one value per channel")
+        mean = x2.mean(axis=0)
+        xc = x2 - mean
+        var = (xc * xc).mean(axis=0)
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (m / (m - 1))
+    else:
+        xc = x2 - running_mean
+        var = running_var
+    inv_std = 1.0 / np.sqrt(var + eps)
+    xhat = xc * inv_std
+    out = xhat * gamma + beta
+    return out.reshape(x.shape), (xhat, inv_std, gamma, training, x.shape)
+
+
+def batchnorm_backward(dout, cache):
+    """Gradients of :func:`batchnorm_forward`: returns ``dx, dgamma, dbeta``."""
+    xhat, inv_std, gamma, training, shape = cache
+    d2 = dout.reshape(xhat.shape)
+    dgamma = (d2 * xhat).sum(axis=0)
+    dbeta = d2.sum(axis=0)
+    dxhat = d2 * gamma
+    if training:
+        dx = inv_std * (dxhat - dxhat.mean(axis=0) - xhat * (dxhat * xhat).mean(axis=0))
+    else:
+        dx = dxhat * inv_std
+    return dx.reshape(shape), dgamma, dbeta
+
+
+# --------------------------------------------------------------- activations
+def hardtanh_forward(x):
+    """``clip(x, -1, 1)``; its gradient is 1 on ``|x| <= 1`` and 0 outside."""
+    return np.clip(x, -1.0, 1.0), x
+
+
+def hardtanh_backward(dout, x):
+    """Gradient of :func:`hardtanh_forward`."""
+    return dout * (np.abs(x) <= 1.0)
+
+
+def relu_forward(x):
+    """``max(x, 0)``."""
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, x):
+    """Gradient of :func:`relu_forward` (0 at ``x = 0``)."""
+    return dout * (x > 0)
+
+
+# ------------------------------------------------------------------- pooling
+def _pool_windows(x, k, stride):
+    """Strided view of pooling windows: (n, ho, wo, c, k, k) over an NHWC array."""
+    return sliding_window_view(x, (k, k), axis=(1, 2))[:, ::stride, ::stride]
+
+
+def maxpool_forward(x, k, stride):
+    """Max pooling over ``k x k`` windows of an NHWC array (no padding).
+
+    Returns ``out`` of shape (n, ho, wo, c) with ``ho = (h - k) // stride + 1``.
+    """
+    win = _pool_windows(x, k, stride)
+    n, ho, wo, c = win.shape[:4]
+    flat = win.reshape(n, ho, wo, c, k * k)
+    arg = flat.argmax(axis=-1)
+    out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+    return out, (x.shape, arg, k, stride)
+
+
+def maxpool_backward(dout, cache):
+    """Gradient of :func:`maxpool_forward`: routed to the (first) arg-max of each window."""
+    x_shape, arg, k, stride = cache
+    n, ho, wo, c = dout.shape
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for dy in range(k):
+        for dx_ in range(k):
+            hit = arg == dy * k + dx_
+            dx[:, dy:dy + stride * ho:stride, dx_:dx_ + stride * wo:stride] += dout * hit
+    return dx
+
+
+def avgpool_forward(x, k, stride):
+    """Average pooling over ``k x k`` windows of an NHWC array (no padding)."""
+    out = _pool_windows(x, k, stride).mean(axis=(-2, -1))
+    return out, (x.shape, k, stride)
+
+
+def avgpool_backward(dout, cache):
+    """Gradient of :func:`avgpool_forward`."""
+    x_shape, k, stride = cache
+    n, ho, wo, c = dout.shape
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    share = dout / (k * k)
+    for dy in range(k):
+        for dx_ in range(k):
+            dx[:, dy:dy + stride * ho:stride, dx_:dx_ + stride * wo:stride] += share
+    return dx
+
+
+# ---------------------------------------------------------------------- loss
+def one_hot(y, num_classes, dtype=np.float32):
+    """Integer labels (n,) -> one-hot targets (n, num_classes)."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"one_hot: labels must be 1-D, got shape {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"one_hot: labels must lie in [0, {num_classes - 1}]")
+    t = np.zeros((y.shape[0], num_classes), dtype=dtype)
+    t[np.arange(y.shape[0]), y] = 1
+    return t
+
+
+def log_softmax(z):
+    """Numerically stable ``log softmax`` along the last axis."""
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, targets):
+    """Mean cross-entropy of softmax(logits) against labels or soft targets.
+
+    Parameters
+    ----------
+    logits : (n, k) array
+    targets : (n,) integer labels, or (n, k) probabilities (mixup targets)
+
+    Returns
+    -------
+    loss : float
+    dlogits : (n, k) array, the gradient of ``loss`` w.r.t. ``logits``
+    """
+    n, k = logits.shape
+    if targets.ndim == 1:
+        targets = one_hot(targets, k, dtype=logits.dtype)
+    logp = log_softmax(logits)
+    loss = float(-(targets * logp).sum() / n)
+    dlogits = (np.exp(logp) - targets) / n
+    return loss, dlogits.astype(logits.dtype, copy=False)

@@ -1,0 +1,338 @@
+"""Layer objects: they hold parameters, cache what backward needs and delegate
+the math to :mod:`pysbnn.functional`.
+
+Every layer has ``params`` and ``grads`` (dicts with the same keys), ``buffers``
+(saved but not trained), ``forward(x, training=False)``, ``backward(dout)`` and
+``get_config()`` (constructor arguments, so save/load can rebuild it).
+"""
+
+import numpy as np
+
+from . import functional as F
+
+LAYER_REGISTRY = {}
+
+
+def as_generator(rng):
+    """``None``/int seed/Generator -> ``np.random.Generator``."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    return np.random.default_rng(rng)
+
+
+def check_positive_int(name, value):
+    """Raise a ValueError naming ``name`` unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Layer:
+    """Base class. Subclasses define ``forward`` and ``backward``."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        LAYER_REGISTRY[cls.__name__] = cls
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+
+    # -- structure ---------------------------------------------------------
+    def children(self):
+        """Sub-layers (containers override)."""
+        return []
+
+    def get_config(self):
+        """JSON-serialisable constructor arguments."""
+        return {}
+
+    def named_layers(self, prefix=""):
+        """Yield ``(name, layer)`` for this layer and every descendant."""
+        yield prefix, self
+        for i, child in enumerate(self.children()):
+            yield from child.named_layers(f"{prefix}.{i}" if prefix else str(i))
+
+    def named_parameters(self):
+        """Yield ``(name, array)`` for every trainable array, e.g. ``"2.weight"``."""
+        for lname, layer in self.named_layers():
+            for key, value in layer.params.items():
+                yield (f"{lname}.{key}" if lname else key), value
+
+    def named_grads(self):
+        """Yield ``(name, array)`` for every gradient, in ``named_parameters`` order."""
+        for lname, layer in self.named_layers():
+            for key in layer.params:
+                yield (f"{lname}.{key}" if lname else key), layer.grads[key]
+
+    def named_buffers(self):
+        """Yield ``(name, array)`` for every saved, untrained array."""
+        for lname, layer in self.named_layers():
+            for key, value in layer.buffers.items():
+                yield (f"{lname}.{key}" if lname else key), value
+
+    def astype(self, dtype):
+        """Cast parameters, gradients and float buffers in place; returns self."""
+        for _, layer in self.named_layers():
+            for d in (layer.params, layer.grads, layer.buffers):
+                for key, value in d.items():
+                    if np.issubdtype(value.dtype, np.floating):
+                        d[key] = value.astype(dtype)
+        return self
+
+    def zero_grad(self):
+        for _, layer in self.named_layers():
+            for key, value in layer.params.items():
+                layer.grads[key] = np.zeros_like(value)
+
+    def predict(self, x, batch_size=1024):
+        """Class ids ``argmax(forward(x))`` computed in batches (inference mode)."""
+        out = [self.forward(x[i:i + batch_size], training=False).argmax(axis=-1)
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def _init_param(self, name, value):
+        self.params[name] = value
+        self.grads[name] = np.zeros_like(value)
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x W^T + b``; x (n, in_features) -> (n, out_features).
+
+    Weights start uniform in ``+-1/sqrt(in_features)`` (PyTorch's default).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, rng=None):
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        self.bias = bool(bias)
+        bound = 1.0 / np.sqrt(in_features)
+        g = as_generator(rng)
+        self._init_param("weight", g.uniform(-bound, bound, (out_features, in_features)).astype(np.float32))
+        if bias:
+            self._init_param("bias", g.uniform(-bound, bound, out_features).astype(np.float32))
+
+    def get_config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias)
+
+    def forward(self, x, training=False):
+        out, self._cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.dense_backward(dout, self._cache)
+        self.grads["weight"] = dw
+        if self.bias:
+            self.grads["bias"] = db
+        return dx
+
+
+class Conv2d(Layer):
+    """2-D convolution on NHWC input; weight (out_channels, in_channels, k, k).
+
+    x (n, h, w, in_channels) -> (n, ho, wo, out_channels) with
+    ``ho = (h + 2 padding - k) // stride + 1``.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 bias=True, rng=None):
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.stride = check_positive_int("stride", stride)
+        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+        self.padding = int(padding)
+        self.bias = bool(bias)
+        fan_in = in_channels * kernel_size * kernel_size
+        bound = 1.0 / np.sqrt(fan_in)
+        g = as_generator(rng)
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        self._init_param("weight", g.uniform(-bound, bound, shape).astype(np.float32))
+        if bias:
+            self._init_param("bias", g.uniform(-bound, bound, out_channels).astype(np.float32))
+
+    def get_config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=self.kernel_size, stride=self.stride,
+                    padding=self.padding, bias=self.bias)
+
+    def forward(self, x, training=False):
+        out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                            self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dx, dw, db = F.conv2d_backward(dout, self._cache)
+        self.grads["weight"] = dw
+        if self.bias:
+            self.grads["bias"] = db
+        return dx
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the last axis (features, or NHWC channels).
+
+    Train mode normalises with batch statistics and updates the running ones
+    (``momentum`` as in PyTorch); eval mode uses the running statistics.
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+        super().__init__()
+        self.num_features = check_positive_int("num_features", num_features)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.momentum, self.eps = float(momentum), float(eps)
+        self._init_param("gamma", np.ones(num_features, np.float32))
+        self._init_param("beta", np.zeros(num_features, np.float32))
+        self.buffers["running_mean"] = np.zeros(num_features, np.float32)
+        self.buffers["running_var"] = np.ones(num_features, np.float32)
+
+    def get_config(self):
+        return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
+
+    def forward(self, x, training=False):
+        out, self._cache = F.batchnorm_forward(
+            x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
+            self.buffers["running_var"], training, self.momentum, self.eps)
+        return out
+
+    def backward(self, dout):
+        dx, self.grads["gamma"], self.grads["beta"] = F.batchnorm_backward(dout, self._cache)
+        return dx
+
+
+class BatchNorm1d(BatchNorm):
+    """BatchNorm over (n, features)."""
+
+
+class BatchNorm2d(BatchNorm):
+    """BatchNorm over the channels of NHWC (n, h, w, channels)."""
+
+
+class HardTanh(Layer):
+    """``clip(x, -1, 1)``, the usual activation in front of a sign."""
+
+    def forward(self, x, training=False):
+        out, self._cache = F.hardtanh_forward(x)
+        return out
+
+    def backward(self, dout):
+        return F.hardtanh_backward(dout, self._cache)
+
+
+class ReLU(Layer):
+    """``max(x, 0)``."""
+
+    def forward(self, x, training=False):
+        out, self._cache = F.relu_forward(x)
+        return out
+
+    def backward(self, dout):
+        return F.relu_backward(dout, self._cache)
+
+
+class _Pool(Layer):
+    def __init__(self, kernel_size, stride=None):
+        super().__init__()
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.stride = check_positive_int("stride", stride if stride is not None else kernel_size)
+
+    def get_config(self):
+        return dict(kernel_size=self.kernel_size, stride=self.stride)
+
+
+class MaxPool2d(_Pool):
+    """Max pooling over k x k windows of NHWC input."""
+
+    def forward(self, x, training=False):
+        out, self._cache = F.maxpool_forward(x, self.kernel_size, self.stride)
+        return out
+
+    def backward(self, dout):
+        return F.maxpool_backward(dout, self._cache)
+
+
+class AvgPool2d(_Pool):
+    """Average pooling over k x k windows of NHWC input."""
+
+    def forward(self, x, training=False):
+        out, self._cache = F.avgpool_forward(x, self.kernel_size, self.stride)
+        return out
+
+    def backward(self, dout):
+        return F.avgpool_backward(dout, self._cache)
+
+
+class GlobalAvgPool(Layer):
+    """Mean over the spatial axes: (n, h, w, c) -> (n, c)."""
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, dout):
+        n, h, w, c = self._shape
+        return np.broadcast_to(dout[:, None, None, :] / (h * w), self._shape).copy()
+
+
+class Flatten(Layer):
+    """(n, ...) -> (n, prod(...))."""
+
+    def forward(self, x, training=False):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self._shape)
+
+
+class Normalize(Layer):
+    """Input preprocessing carried by the model: raw images -> standardised floats.
+
+    ``out = (x / scale - mean) / std`` per channel, in float32 (float64 inputs
+    stay float64). Grey images
+    (n, h, w) gain a channel axis, so a saved model takes images exactly as the
+    loaders return them (uint8). With ``flatten=True`` the output is (n, h*w*c).
+    """
+
+    def __init__(self, mean=(0.0,), std=(1.0,), scale=255.0, flatten=False):
+        super().__init__()
+        self.mean = [float(m) for m in np.atleast_1d(mean)]
+        self.std = [float(s) for s in np.atleast_1d(std)]
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
+        if min(self.std) <= 0 or scale <= 0:
+            raise ValueError("std and scale must be > 0")
+        self.scale = float(scale)
+        self.flatten = bool(flatten)
+
+    def get_config(self):
+        return dict(mean=self.mean, std=self.std, scale=self.scale, flatten=self.flatten)
+
+    def forward(self, x, training=False):
+        x = np.asarray(x)
+        self._in_shape = x.shape
+        if x.ndim == 3:
+            x = x[..., None]
+        if x.ndim != 4:
+            raise ValueError(f"Normalize expects images (n, h, w) or (n, h, w, c), got shape {x.shape}")
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
+        mean = np.asarray(self.mean, dtype)
+        inv = np.asarray(1.0 / np.asarray(self.std), dtype)
+        out = (x.astype(dtype) * dtype.type(1.0 / self.scale) - mean) * inv
+        return out.reshape(len(out), -1) if self.flatten else out
+
+    def backward(self, dout):
+        inv = np.asarray(1.0 / np.asarray(self.std), dout.dtype)
+        dx = dout.reshape(self._in_shape + (1,) * (len(self._in_shape) == 3)) * inv / self.scale
+        return dx.reshape(self._in_shape)

@@ -1,0 +1,201 @@
+"""Containers (:class:`Sequential`, :class:`Residual`) and ``.npz`` save / load."""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from .layers import LAYER_REGISTRY, Layer
+
+FORMAT_VERSION = 1
+
+
+class Sequential(Layer):
+    """Layers applied one after the other.
+
+    ``forward(x, training=False)`` returns the last layer's output (the logits
+    of a classifier); ``backward(dout)`` runs the layers in reverse;
+    ``predict(x)`` returns class ids.
+    """
+
+    def __init__(self, layers):
+        super().__init__()
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is {type(layer).__name__}, not a pysbnn Layer")
+        self.layers = layers
+
+    def children(self):
+        return self.layers
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}) " + repr(l).replace("\n", "\n  ") for i, l in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
+
+
+class Residual(Layer):
+    """``out = body(x) + shortcut(x)``; the shortcut is the identity when None."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def children(self):
+        return [self.body] + ([self.shortcut] if self.shortcut is not None else [])
+
+    def forward(self, x, training=False):
+        out = self.body.forward(x, training=training)
+        skip = x if self.shortcut is None else self.shortcut.forward(x, training=training)
+        if out.shape != skip.shape:
+            raise ValueError(f"Residual: body gives {out.shape} but shortcut gives {skip.shape}")
+        return out + skip
+
+    def backward(self, dout):
+        dx = self.body.backward(dout)
+        return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
+
+
+# ---------------------------------------------------------------- save/load
+def _spec(layer):
+    """The JSON tree that rebuilds ``layer`` (class, config, children)."""
+    return {"class": type(layer).__name__, "config": layer.get_config(),
+            "children": [_spec(c) for c in layer.children()]}
+
+
+def _build(spec, path):
+    cls = LAYER_REGISTRY.get(spec.get("class"))
+    if cls is None:
+        raise ValueError(f"{path}: unknown layer class {spec.get('class')!r}")
+    children = [_build(c, path) for c in spec.get("children", [])]
+    if cls is Sequential:
+        return Sequential(children)
+    if cls is Residual:
+        return Residual(*children)
+    return cls(**spec.get("config", {}))
+
+
+def model_arrays(model):
+    """All arrays that define ``model``: ``{"params/NAME": ..., "buffers/NAME": ...}``."""
+    out = {f"params/{k}": v for k, v in model.named_parameters()}
+    out.update({f"buffers/{k}": v for k, v in model.named_buffers()})
+    return out
+
+
+def load_arrays(model, arrays, path="<arrays>"):
+    """Copy ``arrays`` (as from :func:`model_arrays`) into ``model`` in place, checking shapes."""
+    expected = model_arrays(model)
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{path}: arrays do not match the model (missing {missing[:5]}, unexpected {extra[:5]})")
+    for name, target in expected.items():
+        src = arrays[name]
+        if src.shape != target.shape:
+            raise ValueError(f"{path}: {name} has shape {src.shape}, the model expects {target.shape}")
+        if not np.all(np.isfinite(src)):
+            raise ValueError(f"{path}: {name} holds non-finite values")
+        target[...] = src
+
+
+def atomic_savez(path, arrays):
+    """Write an ``.npz`` to a temporary file in the same directory, then rename it.
+
+    An interruption leaves either the old file or the new one, never half a file.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def encode_json(obj):
+    """A JSON document as a uint8 array (stored in ``.npz`` without pickle)."""
+    return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
+
+
+def read_npz(path, kind):
+    """Read every array of an ``.npz`` written by pysbnn, with clear errors.
+
+    Returns ``(meta, arrays)`` where ``meta`` is the decoded ``__meta__`` JSON.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as e:
+        raise ValueError(f"{path}: not a readable pysbnn {kind} file (truncated or corrupted: {e})") from None
+    if "__meta__" not in arrays:
+        raise ValueError(f"{path}: not a pysbnn {kind} file (no __meta__ record)")
+    try:
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: corrupted metadata ({e})") from None
+    if meta.get("kind") != kind:
+        raise ValueError(f"{path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format version {meta.get('format_version')!r}, "
+                         f"this pysbnn reads version {FORMAT_VERSION}")
+    return meta, arrays
+
+
+def save_model(model, path, extra=None):
+    """Save a model (architecture + parameters + buffers) to an ``.npz`` file.
+
+    The file is written atomically and read back with ``allow_pickle=False``.
+    ``extra`` is an optional JSON-serialisable dict stored alongside (e.g. the
+    training history); :func:`load_model` returns it as ``model.extra``.
+    """
+    meta = {"kind": "model", "format_version": FORMAT_VERSION, "spec": _spec(model),
+            "extra": extra or {}}
+    arrays = model_arrays(model)
+    arrays["__meta__"] = encode_json(meta)
+    atomic_savez(path, arrays)
+
+
+def load_model(path):
+    """Load a model written by :func:`save_model`.
+
+    Raises ``ValueError`` naming the file for truncated, corrupted or
+    mismatched files.
+    """
+    meta, arrays = read_npz(path, "model")
+    try:
+        model = _build(meta["spec"], path)
+    except (TypeError, KeyError) as e:
+        raise ValueError(f"{path}: cannot rebuild the model ({e})") from None
+    dtypes = {v.dtype for k, v in arrays.items() if k.startswith("params/")}
+    if len(dtypes) == 1:
+        model.astype(dtypes.pop())
+    load_arrays(model, arrays, path)
+    model.extra = meta.get("extra", {})
+    return model

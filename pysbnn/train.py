@@ -1,0 +1,261 @@
+"""The training loop: mini-batches, mixup, the sparsity penalty with the gamma
+rule (Eq. 16-18), cosine annealing, progress, and atomic checkpoints with resume.
+
+One ``seed`` fixes a whole run: the batch order, mixup and augmentation of
+epoch ``e`` come from ``np.random.default_rng([seed, e])``, so a run resumed
+from a checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import entropy
+from .functional import one_hot, softmax_cross_entropy
+from .model import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
+from .optim import SGD, Adam, clip_latent_weights, cosine_lr
+
+
+def binary_layers(model):
+    """``[(name, layer)]`` of the layers holding latent binary weights."""
+    return [(n, l) for n, l in model.named_layers() if getattr(l, "latent_params", ())]
+
+
+def latent_weights(model):
+    """The latent weight arrays of all binary layers, in model order."""
+    return [l.params[k] for _, l in binary_layers(model) for k in l.latent_params]
+
+
+def sparsity_report(model):
+    """Fraction of ones globally and per binary layer, and bits/weight h(p) (Eq. 6)."""
+    per_layer = {n: float(np.mean(np.concatenate([(l.params[k] >= 0).ravel() for k in l.latent_params])))
+                 for n, l in binary_layers(model)}
+    ws = latent_weights(model)
+    if not ws:
+        return {}
+    ones = entropy.fraction_of_ones(ws)
+    return {"ones": float(ones), "bits_per_weight": float(entropy.binary_entropy(ones)),
+            "ones_per_layer": per_layer}
+
+
+def evaluate(model, x, y, batch_size=1000):
+    """Mean cross-entropy and accuracy of ``model`` (inference mode) on ``(x, y)``."""
+    total, correct = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        logits = model.forward(x[i:i + batch_size], training=False)
+        loss, _ = softmax_cross_entropy(logits, y[i:i + batch_size])
+        total += loss * len(logits)
+        correct += int((logits.argmax(axis=1) == y[i:i + batch_size]).sum())
+    return total / len(x), correct / len(x)
+
+
+def random_crop_flip(x, rng, pad=4, flip=True):
+    """Random crop after zero padding by ``pad`` pixels, and random horizontal flip.
+
+    x : (n, h, w) or (n, h, w, c) images; returns an array of the same shape.
+    """
+    n, h, w = x.shape[:3]
+    widths = [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (x.ndim - 3)
+    xp = np.pad(x, widths)
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    rows = dy[:, None] + np.arange(h)                       # (n, h)
+    cols = dx[:, None] + np.arange(w)                       # (n, w)
+    if flip:
+        flipped = rng.random(n) < 0.5
+        cols[flipped] = cols[flipped, ::-1]
+    return xp[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+class Progress:
+    """Per-epoch progress: a bar on an interactive terminal, plain lines otherwise."""
+
+    def __init__(self, epochs, steps, stream=None, enabled=True):
+        self.epochs, self.steps = epochs, steps
+        self.stream = stream or sys.stdout
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def step(self, epoch, i, loss):
+        if self.tty and (i % 5 == 0 or i == self.steps):
+            done = int(30 * i / self.steps)
+            self.stream.write(f"\r(Epoch {epoch + 1} / {self.epochs}) [{'#' * done}{'.' * (30 - done)}] "
+                              f"{i}/{self.steps} loss {loss:.4f}")
+            self.stream.flush()
+
+    def epoch(self, row):
+        if not self.enabled:
+            return
+        parts = [f"(Epoch {row['epoch'] + 1} / {self.epochs})", f"loss {row['loss']:.4f}",
+                 f"train acc {row['train_acc']:.4f}"]
+        if "val_acc" in row:
+            parts.append(f"val acc {row['val_acc']:.4f}")
+        if "ones" in row:
+            parts.append(f"ones {row['ones']:.4f} (target {row['target_ec']:.4f}) "
+                         f"bits/w {row['bits_per_weight']:.3f} lambda {row['lambda']:.3g}")
+        parts.append(f"{row['seconds']:.1f}s")
+        self.stream.write(("\r" if self.tty else "") + "  ".join(parts) + "\n")
+        self.stream.flush()
+
+
+def _make_optimizer(model, optimizer, lr, clip):
+    hooks = [lambda m: clip_latent_weights(m, clip)] if clip else []
+    if optimizer == "adam":
+        return Adam(model, lr=lr, post_step=hooks)
+    if optimizer == "sgd":
+        return SGD(model, lr=lr, momentum=0.9, post_step=hooks)
+    raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+
+
+def _save_checkpoint(path, model, opt, epoch, history, run_id):
+    arrays = {f"model/{k}": v for k, v in model_arrays(model).items()}
+    arrays.update({f"optim/{k}": v for k, v in opt.state_arrays().items()})
+    meta = {"kind": "checkpoint", "format_version": 1, "epoch": epoch,
+            "history": history, "run": run_id}
+    arrays["__meta__"] = encode_json(meta)
+    atomic_savez(path, arrays)
+
+
+def _load_checkpoint(path, model, opt, run_id):
+    meta, arrays = read_npz(path, "checkpoint")
+    if meta.get("run") != run_id:
+        raise ValueError(f"{path}: checkpoint of a different run ({meta.get('run')}), "
+                         f"expected {run_id}; delete it or pass resume=False")
+    load_arrays(model, {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, path)
+    opt.load_state_arrays({k[6:]: v for k, v in arrays.items() if k.startswith("optim/")})
+    return meta["epoch"], meta["history"]
+
+
+def _validate_fit_args(x, y, epochs, batch_size, mixup_alpha, target_ec, gamma):
+    if len(x) != len(y):
+        raise ValueError(f"x_train has {len(x)} samples but y_train has {len(y)}")
+    if len(x) == 0:
+        raise ValueError("x_train is empty")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2, got {batch_size!r}")
+    if not (mixup_alpha >= 0 and math.isfinite(mixup_alpha)):
+        raise ValueError(f"mixup_alpha must be >= 0, got {mixup_alpha!r}")
+    if target_ec is not None and not 0 < target_ec <= 1:
+        raise ValueError(f"target_ec must lie in (0, 1], got {target_ec!r}")
+    if not 0 <= gamma < 1:
+        raise ValueError(f"gamma must lie in [0, 1), got {gamma!r}")
+
+
+def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam", lr=1e-3,
+        schedule="cosine", seed=0, validation=None, mixup_alpha=0.0, augment=None,
+        target_ec=None, gamma=0.0, clip=1.5, checkpoint=None, resume=True,
+        verbose=True, stream=None):
+    """Train ``model`` in place with softmax cross-entropy; returns the per-epoch history.
+
+    Parameters
+    ----------
+    model : Sequential producing logits (n, classes)
+    x_train : (n, ...) inputs as the model's first layer takes them (e.g. uint8 images)
+    y_train : (n,) int labels
+    epochs, batch_size, lr : the usual; ``schedule`` is ``"cosine"`` or ``"constant"``
+    optimizer : ``"adam"`` or ``"sgd"`` (momentum 0.9)
+    seed : fixes batch order, mixup and augmentation of the whole run
+    validation : optional ``(x_val, y_val)`` evaluated after every epoch
+    mixup_alpha : Beta(alpha, alpha) mixup; 0 disables it
+    augment : optional ``f(x_batch, rng) -> x_batch`` (e.g. :func:`random_crop_flip`)
+    target_ec : expected-connections fraction EC of the sparsity penalty (Eq. 16);
+        ``None`` trains without penalty
+    gamma : the gamma rule's share of the penalty in the total loss (Eq. 18)
+    clip : latent binary weights are clipped to ``[-clip, clip]`` after every
+        step (``None``/0 disables)
+    checkpoint : path of an ``.npz`` checkpoint written atomically after every
+        epoch; with ``resume=True`` an existing one is continued from
+
+    Returns
+    -------
+    history : list of dicts, one per epoch (loss, accuracies, seconds, lr, and
+        for binary models ones / bits_per_weight / lambda / target_ec)
+    """
+    _validate_fit_args(x_train, y_train, epochs, batch_size, mixup_alpha, target_ec, gamma)
+    opt = _make_optimizer(model, optimizer, lr, clip)
+    run_id = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+              "target_ec": target_ec, "gamma": gamma, "n": len(x_train)}
+    history, start = [], 0
+    if checkpoint and resume and os.path.exists(checkpoint):
+        last, history = _load_checkpoint(checkpoint, model, opt, run_id)
+        start = last + 1
+    steps = len(x_train) // batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} training samples")
+    num_classes = int(np.max(y_train)) + 1
+    progress = Progress(epochs, steps, stream, verbose)
+    for epoch in range(start, epochs):
+        row = _train_epoch(model, opt, x_train, y_train, epoch, epochs, batch_size, lr, schedule,
+                           seed, mixup_alpha, augment, target_ec, gamma, progress, num_classes)
+        if validation is not None:
+            row["val_loss"], row["val_acc"] = evaluate(model, *validation)
+        history.append(row)
+        if checkpoint:
+            _save_checkpoint(checkpoint, model, opt, epoch, history, run_id)
+        progress.epoch(row)
+    return history
+
+
+def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed,
+                 mixup_alpha, augment, target_ec, gamma, progress, num_classes):
+    t0 = time.perf_counter()
+    rng = np.random.default_rng([seed, epoch])
+    opt.lr = cosine_lr(lr, epoch, epochs) if schedule == "cosine" else lr
+    for _, layer in model.named_layers():
+        if hasattr(layer, "set_epoch"):
+            layer.set_epoch(epoch, epochs)
+    order = rng.permutation(len(x))
+    steps = len(x) // batch_size
+    loss_sum = correct = seen = 0.0
+    lam_sum = 0.0
+    for i in range(steps):
+        idx = order[i * batch_size:(i + 1) * batch_size]
+        xb, yb = x[idx], y[idx]
+        if augment is not None:
+            xb = augment(xb, rng)
+        targets = yb
+        if mixup_alpha > 0:
+            xb, targets = _mixup(xb, yb, rng, mixup_alpha, num_classes)
+        logits = model.forward(xb, training=True)
+        loss, dlogits = softmax_cross_entropy(logits, targets)
+        model.backward(dlogits)
+        lam = _apply_penalty(model, loss, target_ec, gamma) if target_ec is not None else 0.0
+        opt.step()
+        loss_sum += loss * len(yb)
+        correct += float((logits.argmax(axis=1) == yb).sum())
+        seen += len(yb)
+        lam_sum += lam
+        progress.step(epoch, i + 1, loss)
+    row = {"epoch": epoch, "loss": loss_sum / seen, "train_acc": correct / seen,
+           "lr": opt.lr, "seconds": time.perf_counter() - t0}
+    if target_ec is not None or latent_weights(model):
+        row.update(sparsity_report(model))
+        row["lambda"] = lam_sum / steps
+        row["target_ec"] = 1.0 if target_ec is None else float(target_ec)
+    return row
+
+
+def _mixup(xb, yb, rng, alpha, num_classes):
+    """Mixup (Zhang et al. 2018): convex mix of the batch with a shuffled copy."""
+    lam = rng.beta(alpha, alpha)
+    perm = rng.permutation(len(xb))
+    xf = xb.astype(np.float32)
+    mixed = lam * xf + (1 - lam) * xf[perm]
+    t = one_hot(yb, num_classes)
+    return mixed, lam * t + (1 - lam) * t[perm]
+
+
+def _apply_penalty(model, loss, target_ec, gamma):
+    """Add ``lambda * dj/dw`` (Eq. 16-18) to every latent weight's gradient; returns lambda."""
+    pairs = [(l, k) for _, l in binary_layers(model) for k in l.latent_params]
+    j, _, grads = entropy.sparsity_penalty([l.params[k] for l, k in pairs], target_ec)
+    lam = entropy.gamma_lambda(loss, j, gamma)
+    if lam:
+        for (layer, key), g in zip(pairs, grads):
+            layer.grads[key] += (lam * g).astype(layer.grads[key].dtype, copy=False)
+    return lam
