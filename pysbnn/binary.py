@@ -1,0 +1,189 @@
+"""Binary layers: latent real weights, binarized into a domain {alpha, beta} in
+the forward pass (Sec. 3.2-3.4).
+
+``BinaryDense`` and ``BinaryConv2d`` keep latent weights ``w~`` (the ones the
+optimiser updates and clips to [-1.5, 1.5]), map them with a *domain*
+(:mod:`pysbnn.domains`: ``sym``, ``alpha_beta`` (Eq. 15), ``learned``,
+``zero_one``) to ``w_q = tau sign(w~) + phi``, and, unless the layer is a
+network's first, binarize their input with ``sign``. Gradients flow through
+``sign`` by a straight-through estimator (:mod:`pysbnn.quantizers`).
+"""
+
+import numpy as np
+
+from . import functional as F
+from .domains import get_domain
+from .layers import Layer, as_generator, check_positive_int
+from .quantizers import get_quantizer
+
+INITS = ("uniform", "all_ones", "nearly_empty")
+
+
+def init_latent(shape, fan_in, init, density, rng, scale=None):
+    """Initial latent weights.
+
+    ``uniform``: U(-s, s) with ``s = scale`` or 1/sqrt(fan_in) by default,
+    about half ones (the usual). A small ``scale`` (e.g. 1e-3) lets the
+    sparsity penalty flip weights within a short training run.
+    ``all_ones``: U[0, 0.001), every weight a one; the penalty prunes from there
+    (the reference CIFAR-100 recipe).
+    ``nearly_empty``: a random ``density`` fraction of ones (U[0, 0.001)), the
+    rest U(-0.001, 0); training adds connections (the 2021 paper's start).
+    """
+    g = as_generator(rng)
+    if init == "uniform":
+        bound = 1.0 / np.sqrt(fan_in) if scale is None else float(scale)
+        if not bound > 0:
+            raise ValueError(f"init_scale must be > 0, got {scale!r}")
+        w = g.uniform(-bound, bound, shape)
+    elif init == "all_ones":
+        w = g.uniform(0.0, 1e-3, shape)
+    elif init == "nearly_empty":
+        if not 0.0 <= density <= 1.0:
+            raise ValueError(f"init_density must lie in [0, 1], got {density!r}")
+        mag = g.uniform(1e-6, 1e-3, shape)
+        w = np.where(g.random(shape) < density, mag, -mag)
+    else:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    return w.astype(np.float32)
+
+
+class _BinaryLayer(Layer):
+    """Shared machinery: domain, quantizers, latent weight, tau/phi parameters."""
+
+    latent_params = ("weight",)
+
+    def _setup(self, shape, fan_in, domain, binarize_input, weight_quantizer, input_quantizer,
+               init, init_density, init_scale, rng):
+        self.domain = get_domain(domain)
+        self.binarize_input = bool(binarize_input)
+        self.weight_quantizer = get_quantizer(weight_quantizer)
+        self.input_quantizer = get_quantizer(input_quantizer)
+        self.init, self.init_density = init, float(init_density)
+        self.init_scale = None if init_scale is None else float(init_scale)
+        self._init_param("weight", init_latent(shape, fan_in, init, init_density, rng, init_scale))
+        for key, value in self.domain.init_params(np.float32).items():
+            self._init_param(key, value)
+
+    def _binary_config(self):
+        return dict(domain=self.domain.name, binarize_input=self.binarize_input,
+                    weight_quantizer=self.weight_quantizer.get_config(),
+                    input_quantizer=self.input_quantizer.get_config(),
+                    init=self.init, init_density=self.init_density, init_scale=self.init_scale)
+
+    def set_epoch(self, epoch, epochs):
+        """Advance epoch-dependent quantizers (IR-Net's EDE)."""
+        for q in (self.weight_quantizer, self.input_quantizer):
+            if hasattr(q, "set_epoch"):
+                q.set_epoch(epoch, epochs)
+
+    def quantized_weight(self):
+        """``w_q = tau sign(w~) + phi`` in the layer's domain, and the domain cache."""
+        return self.domain.forward(self.params["weight"], quantizer=self.weight_quantizer,
+                                   tau=self.params.get("tau"), phi=self.params.get("phi"))
+
+    def tau_phi(self):
+        """The layer's current (tau, phi)."""
+        return self.domain.tau_phi(self.params["weight"], self.params.get("tau"), self.params.get("phi"))
+
+    def xi_eta(self):
+        """The layer's current (xi, eta) of Eq. 4: ``w = (w01 + xi) eta``."""
+        return self.domain.xi_eta(self.params["weight"], self.params.get("tau"), self.params.get("phi"))
+
+    def ones(self):
+        """The {0,1} weights ``w01 = (w~ >= 0)`` as a bool array shaped like the weight."""
+        return self.params["weight"] >= 0
+
+    def _input(self, x):
+        self._x = x
+        return self.input_quantizer.forward(x) if self.binarize_input else x
+
+    def _finish_backward(self, dxb, dwq):
+        dw, dtau, dphi = self.domain.backward(dwq, self._wcache)
+        self.grads["weight"] = dw
+        if dtau is not None:
+            self.grads["tau"], self.grads["phi"] = dtau, dphi
+        if self.binarize_input:
+            return dxb * self.input_quantizer.grad(self._x)
+        return dxb
+
+
+class BinaryDense(_BinaryLayer):
+    """Dense layer with binary weights; x (n, in_features) -> (n, out_features).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    domain : ``"learned"`` (default, as the reference code), ``"alpha_beta"``,
+        ``"sym"`` or ``"zero_one"``
+    binarize_input : apply ``sign`` to the input (False for a network's first layer)
+    weight_quantizer, input_quantizer : STE names: ``"clipped"``, ``"identity"``, ``"ede"``
+    init : ``"uniform"``, ``"all_ones"`` or ``"nearly_empty"`` (see :func:`init_latent`)
+    init_density : fraction of ones for ``"nearly_empty"``
+    init_scale : half-width of the ``"uniform"`` init (default 1/sqrt(fan_in))
+    rng : seed or Generator
+    """
+
+    def __init__(self, in_features, out_features, domain="learned", binarize_input=True,
+                 weight_quantizer="clipped", input_quantizer="clipped", init="uniform",
+                 init_density=0.05, init_scale=None, rng=None):
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        self._setup((out_features, in_features), in_features, domain, binarize_input,
+                    weight_quantizer, input_quantizer, init, init_density, init_scale, rng)
+
+    def get_config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    **self._binary_config())
+
+    def forward(self, x, training=False):
+        xb = self._input(x)
+        w_q, self._wcache = self.quantized_weight()
+        out, self._cache = F.dense_forward(xb, w_q)
+        return out
+
+    def backward(self, dout):
+        dxb, dwq, _ = F.dense_backward(dout, self._cache)
+        return self._finish_backward(dxb, dwq)
+
+
+class BinaryConv2d(_BinaryLayer):
+    """Convolution with binary weights on NHWC input (PyTorch-like argument order).
+
+    x (n, h, w, in_channels) -> (n, ho, wo, out_channels); weight
+    (out_channels, in_channels, k, k). Zero padding pads the (binarized)
+    input with 0, i.e. padded taps contribute nothing. Other arguments as
+    :class:`BinaryDense`.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 domain="learned", binarize_input=True, weight_quantizer="clipped",
+                 input_quantizer="clipped", init="uniform", init_density=0.05, init_scale=None,
+                 rng=None):
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        self.stride = check_positive_int("stride", stride)
+        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+            raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+        self.padding = int(padding)
+        k = kernel_size
+        self._setup((out_channels, in_channels, k, k), in_channels * k * k, domain, binarize_input,
+                    weight_quantizer, input_quantizer, init, init_density, init_scale, rng)
+
+    def get_config(self):
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    kernel_size=self.kernel_size, stride=self.stride, padding=self.padding,
+                    **self._binary_config())
+
+    def forward(self, x, training=False):
+        xb = self._input(x)
+        w_q, self._wcache = self.quantized_weight()
+        out, self._cache = F.conv2d_forward(xb, w_q, None, self.stride, self.padding)
+        return out
+
+    def backward(self, dout):
+        dxb, dwq, _ = F.conv2d_backward(dout, self._cache)
+        return self._finish_backward(dxb, dwq)
