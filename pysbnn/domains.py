@@ -1,0 +1,481 @@
+r"""General binary domains {alpha, beta} (Sec. 3.2-3.3, Eq. 4-5, 12-15).
+
+A binary layer keeps latent real weights ``w`` (any shape, N entries) and
+uses ``wbar = sign(w)`` in {-1, +1}. The real binary weights are
+
+.. math::
+    w_q = \tau\,\bar w + \phi = (w_{01} + \xi)\,\eta, \qquad
+    w_{01} = (\bar w + 1)/2 \in \{0, 1\},
+
+so the layer's two levels are ``alpha = phi - tau`` and ``beta = phi + tau``.
+
+This module has three parts:
+
+1. ``optimal_tau_phi(w)``: the closed-form least-squares domain (Eq. 12-15);
+2. the maps between the (tau, phi), (alpha, beta) and (xi, eta) forms;
+3. four *domains*, i.e. the rule that turns latent weights into ``w_q``,
+   each with its exact backward pass given a sign STE from
+   ``pysbnn.quantizers``::
+
+       w_q, cache = domain_forward("learned", w, tau, phi, quantizer="ede")
+       dw, dtau, dphi = domain_backward(dw_q, cache)
+
+   ``sym`` ({-beta, +beta}, XNOR-Net), ``alpha_beta`` (Eq. 15 recomputed
+   every step), ``learned`` (tau, phi trained) and ``zero_one`` ({0, 1}, the
+   2021 paper). ``dtau``/``dphi`` are ``None`` unless the domain is
+   ``trainable``.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .quantizers import get_quantizer, sign
+
+__all__ = [
+    "QuantResult",
+    "optimal_tau_phi",
+    "tau_phi_to_alpha_beta",
+    "alpha_beta_to_tau_phi",
+    "tau_phi_to_xi_eta",
+    "xi_eta_to_tau_phi",
+    "alpha_beta_to_xi_eta",
+    "xi_eta_to_alpha_beta",
+    "Domain",
+    "Sym",
+    "AlphaBeta",
+    "Learned",
+    "ZeroOne",
+    "DOMAINS",
+    "get_domain",
+    "domain_forward",
+    "domain_backward",
+]
+
+
+# --------------------------------------------------------------------------
+# Eq. 12-15: the optimal domain for a fixed sign pattern
+# --------------------------------------------------------------------------
+
+class QuantResult(NamedTuple):
+    """Result of ``optimal_tau_phi``; all fields are Python floats.
+
+    ``tau, phi``: the domain (Eq. 15); ``alpha = phi - tau``, ``beta = phi + tau``;
+    ``p``: fraction of ones (``w >= 0``); ``error``: mean squared quantization
+    error ``||w - (tau*sign(w) + phi)||^2 / N``.
+    """
+
+    tau: float
+    phi: float
+    alpha: float
+    beta: float
+    p: float
+    error: float
+
+
+def optimal_tau_phi(w):
+    r"""Least-squares domain for the sign pattern of ``w`` (Eq. 12-15).
+
+    .. math::
+        \tau^*, \phi^* = \arg\min_{\tau,\phi}
+            \|\tilde{\mathbf w} - (\tau\bar{\mathbf w} + \phi\mathbf 1)\|_2
+        \qquad (12)
+
+    With :math:`p` the fraction of :math:`\bar w_i = +1` (i.e. ``w >= 0``),
+    :math:`c = 2p - 1`, :math:`a = \|\tilde{\mathbf w}\|_1/N` and
+    :math:`s = \mathrm{sum}(\tilde{\mathbf w})/N`:
+
+    .. math::
+        \tau^* = \frac{a - c\,s}{1 - c^2}, \qquad
+        \phi^* = \frac{s - c\,a}{1 - c^2}. \qquad (15)
+
+    Equivalently ``beta* = mean(w[w >= 0])`` and ``alpha* = mean(w[w < 0])``
+    (each level is the mean of the weights it replaces), so ``tau* > 0`` and
+    ``alpha* < beta*`` whenever both signs occur. ``p = 1/2`` gives
+    XNOR-Net's ``tau* = mean|w|`` with ``phi* = mean(w)``.
+
+    **Degenerate case** ``p in {0, 1}`` (all weights on one side): then
+    ``1 - c^2 = 0`` and every (tau, phi) with the single used level
+    ``phi + c*tau = mean(w)`` is optimal. We return the spread
+    ``tau = mean|w - mean(w)|`` (so ``alpha < beta`` still means something,
+    and ``tau = 0`` only for a constant ``w``) and ``phi = mean(w) - c*tau``.
+    *Proof of optimality:* every weight gets the same level
+    ``m = phi + c*tau``, and ``mean((w - m)^2) = var(w) + (mean(w) - m)^2``,
+    which is minimal, equal to ``var(w)``, exactly when ``m = mean(w)``.
+
+    Computed in float64 after dividing ``w`` by a power of two near
+    ``max|w|`` (exact for all but negligibly small entries), so huge weights
+    do not overflow; the result is never NaN. (``error`` may overflow to ``inf`` for weights near 1e154.)
+
+    Parameters
+    ----------
+    w : array_like, any shape (flattened), N >= 1 finite entries.
+
+    Returns
+    -------
+    QuantResult(tau, phi, alpha, beta, p, error) of Python floats.
+    """
+    w = np.asarray(w, dtype=np.float64).ravel()
+    if w.size == 0:
+        raise ValueError("w must be a non-empty array")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("w must contain only finite values")
+    max_abs = float(np.max(np.abs(w)))
+    scale = float(np.ldexp(1.0, np.frexp(max_abs)[1])) if max_abs > 0 else 1.0
+    v = w / scale  # exact unless it underflows; signs are taken from w itself
+    wbar = sign(w)
+    p = np.count_nonzero(w >= 0) / w.size
+    c = 2.0 * p - 1.0
+    a = float(np.mean(np.abs(v)))
+    s = float(np.mean(v))
+    if p in (0.0, 1.0):
+        tau = float(np.mean(np.abs(v - s)))
+        phi = s - c * tau
+    else:
+        tau = (a - c * s) / (1.0 - c * c)
+        phi = (s - c * a) / (1.0 - c * c)
+    error = float(np.mean((v - (tau * wbar + phi)) ** 2))
+    tau, phi = tau * scale, phi * scale
+    with np.errstate(over="ignore"):
+        error = float(np.float64(error) * np.float64(scale) ** 2)
+    return QuantResult(tau, phi, phi - tau, phi + tau, p, error)
+
+
+# --------------------------------------------------------------------------
+# Eq. 4-5 and Sec. 3.3: three ways to write the same two levels
+# --------------------------------------------------------------------------
+
+def tau_phi_to_alpha_beta(tau, phi):
+    r"""Levels from the tau/phi form (Sec. 3.3): :math:`\alpha = \phi - \tau,\ \beta = \phi + \tau`.
+
+    Scalars or broadcastable arrays; returns ``(alpha, beta)``.
+    """
+    return phi - tau, phi + tau
+
+
+def alpha_beta_to_tau_phi(alpha, beta):
+    r"""Inverse of ``tau_phi_to_alpha_beta``: :math:`\tau = (\beta - \alpha)/2,\ \phi = (\alpha + \beta)/2`.
+
+    Scalars or broadcastable arrays; returns ``(tau, phi)``.
+    """
+    return (beta - alpha) / 2, (alpha + beta) / 2
+
+
+def tau_phi_to_xi_eta(tau, phi):
+    r"""The xi/eta form of Eq. 4 from tau/phi.
+
+    From :math:`\tau\bar w + \phi = (w_{01} + \xi)\eta` with
+    :math:`\bar w = 2w_{01} - 1`:
+
+    .. math::
+        \eta = 2\tau, \qquad \xi = \frac{\phi - \tau}{2\tau}.
+
+    The standard BNN ``tau = 1, phi = 0`` gives ``xi = -1/2, eta = 2``.
+    ``tau`` must be nonzero (``tau = 0`` collapses both levels into one).
+    Scalars or broadcastable arrays; returns ``(xi, eta)``.
+    """
+    if np.any(np.asarray(tau) == 0):
+        raise ValueError("tau must be nonzero to map to (xi, eta); got tau = 0")
+    return (phi - tau) / (2 * tau), 2 * tau
+
+
+def xi_eta_to_tau_phi(xi, eta):
+    r"""Inverse of ``tau_phi_to_xi_eta``: :math:`\tau = \eta/2,\ \phi = \eta(\xi + 1/2)`.
+
+    Scalars or broadcastable arrays; returns ``(tau, phi)``.
+    """
+    return eta / 2, eta * (xi + 0.5)
+
+
+def alpha_beta_to_xi_eta(alpha, beta):
+    r"""Invert Eq. 5: :math:`\eta = \beta - \alpha,\ \xi = \alpha / (\beta - \alpha)`.
+
+    Needs ``alpha != beta``. Scalars or broadcastable arrays; returns ``(xi, eta)``.
+    """
+    eta = beta - alpha
+    if np.any(np.asarray(eta) == 0):
+        raise ValueError("alpha and beta must differ to map to (xi, eta); got alpha == beta")
+    return alpha / eta, eta
+
+
+def xi_eta_to_alpha_beta(xi, eta):
+    r"""Eq. 5: :math:`\alpha = \xi\eta,\ \beta = (1 + \xi)\eta`.
+
+    Scalars or broadcastable arrays; returns ``(alpha, beta)``.
+    """
+    return xi * eta, (1 + xi) * eta
+
+
+# --------------------------------------------------------------------------
+# Domains: latent weights -> binary weights, and the way back
+# --------------------------------------------------------------------------
+
+def _sum64(x):
+    return float(np.sum(x, dtype=np.float64))
+
+
+def _check_dw_q(dw_q, cache):
+    dw_q = np.asarray(dw_q)
+    if dw_q.shape != cache["w"].shape:
+        raise ValueError(f"dw_q has shape {dw_q.shape}, expected the weight shape {cache['w'].shape}")
+    return dw_q
+
+
+class Domain:
+    """A rule ``w -> w_q`` with its backward pass. Subclasses set ``name``.
+
+    ``trainable`` tells whether the layer owns ``tau`` and ``phi`` parameters
+    (then pass them to ``forward`` and apply ``dtau``, ``dphi``).
+    """
+
+    name = None
+    trainable = False
+
+    def forward(self, w, quantizer="clipped", tau=None, phi=None):
+        """Return ``(w_q, cache)``; ``w_q`` has the shape and dtype of ``w``."""
+        raise NotImplementedError
+
+    def backward(self, dw_q, cache):
+        """Return ``(dw, dtau, dphi)``; ``dw`` like ``w``; ``dtau, dphi`` None unless trainable."""
+        raise NotImplementedError
+
+    def tau_phi(self, w, tau=None, phi=None):
+        """Current ``(tau, phi)`` as Python floats, for latent weights ``w``."""
+        raise NotImplementedError
+
+    def xi_eta(self, w, tau=None, phi=None):
+        """Current ``(xi, eta)`` (Eq. 4), via ``tau_phi_to_xi_eta``."""
+        return tau_phi_to_xi_eta(*self.tau_phi(w, tau, phi))
+
+    def init_params(self, dtype=np.float32):
+        """Initial trainable parameters: ``{}`` unless ``trainable``."""
+        return {}
+
+    def get_config(self):
+        return {"name": self.name}
+
+    def _no_params(self, tau, phi):
+        if tau is not None or phi is not None:
+            raise ValueError(
+                f"domain {self.name!r} computes tau and phi from w; pass tau=None, phi=None"
+            )
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Sym(Domain):
+    r"""{-beta, +beta} with :math:`\beta = \|\tilde{\mathbf w}\|_1 / N` (XNOR-Net [30], Table 1).
+
+    Forward (``tau = beta``, ``phi = 0``):
+
+    .. math::
+        w_{q,i} = \beta\,\mathrm{sign}(\tilde w_i), \qquad
+        \beta = \frac1N \sum_j |\tilde w_j|
+
+    Backward: beta is a function of ``w`` and we differentiate through it
+    exactly (product rule), with the STE only for ``sign``:
+
+    .. math::
+        \frac{\partial L}{\partial \tilde w_i} =
+        \frac{\partial L}{\partial w_{q,i}}\,\beta\,\mathrm{ste}'(\tilde w_i)
+        + \Bigl(\sum_j \frac{\partial L}{\partial w_{q,j}}\,\bar w_j\Bigr)
+          \frac{\bar w_i}{N}
+
+    (``d|w|/dw = sign(w)`` with ``sign(0) = +1`` as the subgradient.)
+    XNOR-Net's paper approximates the second term by
+    ``dL/dwq_i / N``; we keep it exact.
+    """
+
+    name = "sym"
+
+    def forward(self, w, quantizer="clipped", tau=None, phi=None):
+        self._no_params(tau, phi)
+        w = np.asarray(w)
+        wbar = sign(w)
+        beta = float(np.mean(np.abs(w), dtype=np.float64))
+        w_q = (beta * wbar).astype(w.dtype, copy=False)
+        cache = {"domain": self, "w": w, "wbar": wbar, "beta": beta,
+                 "quantizer": get_quantizer(quantizer)}
+        return w_q, cache
+
+    def backward(self, dw_q, cache):
+        dw_q = _check_dw_q(dw_q, cache)
+        w, wbar, beta = cache["w"], cache["wbar"], cache["beta"]
+        through_sign = dw_q * beta * cache["quantizer"].grad(w)
+        through_beta = _sum64(dw_q * wbar) / w.size * wbar
+        return (through_sign + through_beta).astype(w.dtype, copy=False), None, None
+
+    def tau_phi(self, w, tau=None, phi=None):
+        self._no_params(tau, phi)
+        return float(np.mean(np.abs(np.asarray(w)), dtype=np.float64)), 0.0
+
+
+class AlphaBeta(Domain):
+    r"""{alpha, beta} from Eq. 15, recomputed from the current ``w`` at every forward.
+
+    .. math::
+        w_{q,i} = \tau^*(\tilde{\mathbf w})\,\mathrm{sign}(\tilde w_i)
+                 + \phi^*(\tilde{\mathbf w})
+
+    with ``tau*, phi* = optimal_tau_phi(w)`` (including its degenerate rule).
+
+    Backward: tau* and phi* are treated as constants (stop-gradient); only
+    the sign STE carries gradient:
+
+    .. math::
+        \frac{\partial L}{\partial \tilde w_i} =
+        \frac{\partial L}{\partial w_{q,i}}\,\tau^*\,\mathrm{ste}'(\tilde w_i)
+
+    (The dropped exact term would be, since ``beta* = mean(w[w >= 0])`` and
+    ``alpha* = mean(w[w < 0])``: the mean of ``dL/dw_q`` over the sign group
+    of ``w_i``.)
+    """
+
+    name = "alpha_beta"
+
+    def forward(self, w, quantizer="clipped", tau=None, phi=None):
+        self._no_params(tau, phi)
+        w = np.asarray(w)
+        wbar = sign(w)
+        res = optimal_tau_phi(w)
+        w_q = (res.tau * wbar + res.phi).astype(w.dtype, copy=False)
+        cache = {"domain": self, "w": w, "tau": res.tau, "quantizer": get_quantizer(quantizer)}
+        return w_q, cache
+
+    def backward(self, dw_q, cache):
+        dw_q = _check_dw_q(dw_q, cache)
+        w = cache["w"]
+        dw = dw_q * cache["tau"] * cache["quantizer"].grad(w)
+        return dw.astype(w.dtype, copy=False), None, None
+
+    def tau_phi(self, w, tau=None, phi=None):
+        self._no_params(tau, phi)
+        res = optimal_tau_phi(w)
+        return res.tau, res.phi
+
+
+def _scalar(value, name):
+    if value is None:
+        raise ValueError(f"the 'learned' domain needs {name}; got {name}=None")
+    if np.size(value) != 1:
+        raise ValueError(f"{name} must hold one value, got shape {np.shape(value)}")
+    value = float(np.asarray(value).reshape(()))
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {name}={value}")
+    return value
+
+
+def _grad_like(total, param, w):
+    dtype = param.dtype if isinstance(param, (np.ndarray, np.generic)) else w.dtype
+    return np.full(np.shape(param), total, dtype=dtype)
+
+
+class Learned(Domain):
+    r"""{alpha, beta} with trainable tau and phi (Table 1 "Learned"; the reference code).
+
+    .. math::
+        w_{q,i} = \tau\,\mathrm{sign}(\tilde w_i) + \phi
+
+    Backward (exact in tau, phi; STE for sign):
+
+    .. math::
+        \frac{\partial L}{\partial \tau} = \sum_i \frac{\partial L}{\partial w_{q,i}}\bar w_i,
+        \quad
+        \frac{\partial L}{\partial \phi} = \sum_i \frac{\partial L}{\partial w_{q,i}},
+        \quad
+        \frac{\partial L}{\partial \tilde w_i} =
+        \frac{\partial L}{\partial w_{q,i}}\,\tau\,\mathrm{ste}'(\tilde w_i)
+
+    ``tau``/``phi`` may be Python floats or one-element arrays; ``dtau``/``dphi``
+    come back with the same shape (and dtype, for arrays). Initial values are
+    ``tau = 1, phi = 0`` (the standard {-1, +1} BNN), as in the reference code.
+    """
+
+    name = "learned"
+    trainable = True
+
+    def forward(self, w, quantizer="clipped", tau=None, phi=None):
+        w = np.asarray(w)
+        t, f = _scalar(tau, "tau"), _scalar(phi, "phi")
+        wbar = sign(w)
+        w_q = (t * wbar + f).astype(w.dtype, copy=False)
+        cache = {"domain": self, "w": w, "wbar": wbar, "tau": tau, "phi": phi,
+                 "quantizer": get_quantizer(quantizer)}
+        return w_q, cache
+
+    def backward(self, dw_q, cache):
+        dw_q = _check_dw_q(dw_q, cache)
+        w, wbar, tau, phi = cache["w"], cache["wbar"], cache["tau"], cache["phi"]
+        dtau = _grad_like(_sum64(dw_q * wbar), tau, w)
+        dphi = _grad_like(_sum64(dw_q), phi, w)
+        dw = (dw_q * _scalar(tau, "tau") * cache["quantizer"].grad(w)).astype(w.dtype, copy=False)
+        return dw, dtau, dphi
+
+    def tau_phi(self, w, tau=None, phi=None):
+        return _scalar(tau, "tau"), _scalar(phi, "phi")
+
+    def init_params(self, dtype=np.float32):
+        """``{"tau": [1.0], "phi": [0.0]}`` as shape-(1,) arrays of ``dtype``."""
+        return {"tau": np.ones(1, dtype=dtype), "phi": np.zeros(1, dtype=dtype)}
+
+
+class ZeroOne(Domain):
+    r"""{0, 1} weights of the 2021 SBNN paper.
+
+    .. math::
+        w_{q,i} = \frac{\mathrm{sign}(\tilde w_i) + 1}{2} \in \{0, 1\}
+        \qquad (\tau = \phi = 1/2;\ \xi = 0,\ \eta = 1)
+
+    The scale is fixed to 1: in the 2021 paper a BatchNorm follows every
+    binary layer and absorbs any scale, so a learned beta would be redundant.
+
+    Backward: :math:`\partial L/\partial \tilde w_i =
+    \tfrac12\,\partial L/\partial w_{q,i}\;\mathrm{ste}'(\tilde w_i)`.
+    """
+
+    name = "zero_one"
+
+    def forward(self, w, quantizer="clipped", tau=None, phi=None):
+        self._no_params(tau, phi)
+        w = np.asarray(w)
+        w_q = (w >= 0).astype(w.dtype)
+        return w_q, {"domain": self, "w": w, "quantizer": get_quantizer(quantizer)}
+
+    def backward(self, dw_q, cache):
+        dw_q = _check_dw_q(dw_q, cache)
+        w = cache["w"]
+        dw = dw_q * 0.5 * cache["quantizer"].grad(w)
+        return dw.astype(w.dtype, copy=False), None, None
+
+    def tau_phi(self, w, tau=None, phi=None):
+        self._no_params(tau, phi)
+        return 0.5, 0.5
+
+
+#: name -> Domain class.
+DOMAINS = {"sym": Sym, "alpha_beta": AlphaBeta, "learned": Learned, "zero_one": ZeroOne}
+
+
+def get_domain(spec):
+    """Return a Domain from a name in ``DOMAINS``, a ``get_config()`` dict, or an instance."""
+    if isinstance(spec, Domain):
+        return spec
+    name = spec.get("name") if isinstance(spec, dict) else spec
+    if not isinstance(name, str) or name not in DOMAINS:
+        raise ValueError(f"unknown domain {name!r}; allowed names: {sorted(DOMAINS)}")
+    return DOMAINS[name]()
+
+
+def domain_forward(domain, w, tau=None, phi=None, quantizer="clipped"):
+    """``get_domain(domain).forward(w, quantizer, tau, phi)`` -> ``(w_q, cache)``.
+
+    ``w``: latent weights, any shape. ``tau``, ``phi``: only for ``learned``.
+    ``quantizer``: the sign STE (name, config dict or Quantizer).
+    """
+    return get_domain(domain).forward(w, quantizer=quantizer, tau=tau, phi=phi)
+
+
+def domain_backward(dw_q, cache):
+    """Backward of ``domain_forward`` -> ``(dw, dtau, dphi)`` (dtau, dphi None unless learned)."""
+    return cache["domain"].backward(dw_q, cache)
