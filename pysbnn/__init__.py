@@ -12,6 +12,8 @@ from .binary import BinaryConv2d, BinaryDense
 from .domains import optimal_tau_phi
 from .entropy import SparsityTarget, binary_entropy, gamma_lambda, inverse_binary_entropy, sparsity_penalty
 from .models import binary_mlp, mlp
+from .packed.model import PackedModel, load_packed, pack
+from .report import count_bops, kernel_histogram, summary
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
 from .train import evaluate, fit, random_crop_flip
 from .data import load_cifar10, load_fashion_mnist, load_mnist, read_idx

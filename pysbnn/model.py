@@ -112,7 +112,7 @@ def load_arrays(model, arrays, path="<arrays>"):
         src = arrays[name]
         if src.shape != target.shape:
             raise ValueError(f"{path}: {name} has shape {src.shape}, the model expects {target.shape}")
-        if not np.all(np.isfinite(src)):
+        if src.dtype.kind == "f" and not np.all(np.isfinite(src)):
             raise ValueError(f"{path}: {name} holds non-finite values")
         target[...] = src
 
@@ -168,33 +168,33 @@ def read_npz(path, kind):
     return meta, arrays
 
 
-def save_model(model, path, extra=None):
+def save_model(model, path, extra=None, kind="model"):
     """Save a model (architecture + parameters + buffers) to an ``.npz`` file.
 
     The file is written atomically and read back with ``allow_pickle=False``.
     ``extra`` is an optional JSON-serialisable dict stored alongside (e.g. the
     training history); :func:`load_model` returns it as ``model.extra``.
     """
-    meta = {"kind": "model", "format_version": FORMAT_VERSION, "spec": _spec(model),
+    meta = {"kind": kind, "format_version": FORMAT_VERSION, "spec": _spec(model),
             "extra": extra or {}}
     arrays = model_arrays(model)
     arrays["__meta__"] = encode_json(meta)
     atomic_savez(path, arrays)
 
 
-def load_model(path):
+def load_model(path, kind="model"):
     """Load a model written by :func:`save_model`.
 
     Raises ``ValueError`` naming the file for truncated, corrupted or
     mismatched files.
     """
-    meta, arrays = read_npz(path, "model")
+    meta, arrays = read_npz(path, kind)
     try:
         model = _build(meta["spec"], path)
-    except (TypeError, KeyError) as e:
+    except (TypeError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: cannot rebuild the model ({e})") from None
     dtypes = {v.dtype for k, v in arrays.items() if k.startswith("params/")}
-    if len(dtypes) == 1:
+    if kind == "model" and len(dtypes) == 1:        # e.g. a model trained in float64
         model.astype(dtypes.pop())
     load_arrays(model, arrays, path)
     model.extra = meta.get("extra", {})

@@ -1,0 +1,195 @@
+"""pack(model): the BNN <-> {0,1} equivalence, counts, save/load, summary."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import pysbnn
+from pysbnn import analysis
+from pysbnn.packed.layers import Bits, PackedBinaryDense
+
+DOMAINS = ["sym", "alpha_beta", "learned", "zero_one"]
+
+
+def trained_like(model, x, seed=0):
+    """Give BatchNorms and learned domains the kind of values training leaves."""
+    model.forward(x, training=True)
+    rng = np.random.default_rng(seed)
+    for _, layer in model.named_layers():
+        if isinstance(layer, pysbnn.BatchNorm):
+            c = layer.num_features
+            layer.params["gamma"][:] = rng.uniform(0.5, 1.5, c) * rng.choice([-1, 1], c, p=[0.1, 0.9])
+            layer.params["beta"][:] = rng.normal(0, 0.3, c)
+            layer.buffers["running_mean"][:] += rng.normal(0, 0.3, c)
+        if "tau" in layer.params:
+            layer.params["tau"][:] = rng.uniform(0.3, 1.2)
+            layer.params["phi"][:] = rng.normal(0, 0.3)
+    return model
+
+
+def images(n, shape=(4, 4), seed=1):
+    return np.random.default_rng(seed).integers(0, 256, (n,) + shape).astype(np.uint8)
+
+
+def small_cnn(domain, seed=0):
+    rng = np.random.default_rng(seed)
+    return pysbnn.Sequential([
+        pysbnn.Normalize(mean=[0.4], std=[0.3]),
+        pysbnn.Conv2d(1, 8, 3, padding=1, rng=rng), pysbnn.BatchNorm2d(8),
+        pysbnn.BinaryConv2d(8, 16, 3, stride=2, padding=1, domain=domain, rng=rng), pysbnn.BatchNorm2d(16),
+        pysbnn.Residual(pysbnn.Sequential([
+            pysbnn.BinaryConv2d(16, 16, 3, padding=1, domain=domain, rng=rng), pysbnn.BatchNorm2d(16)])),
+        pysbnn.HardTanh(),
+        pysbnn.BinaryConv2d(16, 16, 1, domain=domain, rng=rng), pysbnn.BatchNorm2d(16),
+        pysbnn.GlobalAvgPool(), pysbnn.Dense(16, 3, rng=rng)])
+
+
+@pytest.mark.parametrize("batch", [5, 70])
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_packed_mlp_equals_float_simulation(domain, batch):
+    model = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2), images(200))
+    x = images(batch, seed=3)
+    packed = pysbnn.pack(model)
+    ref = model.forward(x, training=False)
+    out = packed.forward(x)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_array_equal(packed.predict(x), model.predict(x))
+    # BatchNorm + sign were folded: bits, not floats, travel between hidden layers
+    hidden = packed.net.layers[1]
+    assert isinstance(hidden, PackedBinaryDense) and hidden.fold
+    assert isinstance(hidden.forward(packed.net.layers[0].forward(x)), Bits)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_packed_cnn_equals_float_simulation(domain):
+    model = trained_like(small_cnn(domain), images(16, (9, 9)))
+    x = images(6, (9, 9), seed=4)
+    out, ref = pysbnn.pack(model).forward(x), model.forward(x, training=False)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+
+
+def test_packed_model_save_load_and_size(tmp_path):
+    model = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
+    packed = pysbnn.pack(model)
+    packed.save(tmp_path / "p.npz")
+    loaded = pysbnn.load_packed(tmp_path / "p.npz")
+    x = images(50, seed=5)
+    np.testing.assert_array_equal(loaded.forward(x), packed.forward(x))
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as f:
+        assert f["buffers/1.w01"].dtype == np.uint64
+    # ~half ones: bitmaps, 70 rows x 1 word + 65 rows x 2 words + 3 rows x 2 words, 8 bytes each
+    assert sum(a.nbytes for n, a in packed.net.named_buffers() if n.endswith("w01")) == 8 * (70 + 130 + 6)
+    assert packed.size_bytes() < packed.bytes_float32()
+    with pytest.raises(ValueError, match="holds a 'packed'"):
+        pysbnn.load_model(tmp_path / "p.npz")
+
+
+def sparsify(layer, density, seed=0):
+    w = layer.params["weight"]
+    w[...] = -np.abs(w) - 1e-3
+    w[np.random.default_rng(seed).random(w.shape) < density] = 0.1
+
+
+def test_sparse_layers_are_stored_as_indices(tmp_path):
+    model = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
+    layer = model.layers[3]
+    sparsify(layer, 0.02)
+    w = layer.params["weight"]
+    packed = pysbnn.pack(model)
+    hidden = packed.net.layers[2]
+    assert hidden.storage == "csr" and hidden.n_ones == int((w >= 0).sum())
+    assert hidden.buffers["w01_cols"].nbytes == 2 * hidden.n_ones
+    packed.save(tmp_path / "s.npz")
+    loaded = pysbnn.load_packed(tmp_path / "s.npz")
+    np.testing.assert_array_equal(loaded.net.layers[2].words, pysbnn.pack(model).net.layers[2].words)
+    x = images(70, seed=8)
+    np.testing.assert_array_equal(loaded.forward(x), packed.forward(x))
+    np.testing.assert_allclose(packed.forward(x), model.forward(x), rtol=1e-4, atol=1e-4)
+    assert packed.size_bytes() < packed.bytes_bnn()
+
+
+def test_counts_executed_equal_analytic():
+    model = trained_like(small_cnn("learned"), images(16, (9, 9)))
+    report = pysbnn.count_bops(model, (9, 9), batch=4)
+    rows = {r["name"]: r for r in report.layers}
+    conv = model.layers[3]
+    positions = 5 * 5
+    assert rows["3"]["bnn"] == 2 * 16 * 8 * 9 * positions
+    assert rows["3"]["executed"] == analysis.sbnn_conv_ops(conv.ones(), positions, binary=True)["total"]
+    assert rows["3"]["sparse"] == int(conv.ones().sum()) * positions
+    f0, f1, _, _ = analysis.k0_k1(conv.ones(), binary=True)
+    assert rows["3"]["k0k1"] == round(rows["3"]["bnn"] * (1 - (f0 + f1)))
+    assert rows["3"]["bparams"] == analysis.bparams(conv.ones(), binary=True)
+    assert report.total["bnn"] == sum(r["bnn"] for r in report.layers)
+
+    mlp = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
+    sparsify(mlp.layers[3], 0.05)                    # sparse: the bit-sliced kernel runs
+    rows = pysbnn.count_bops(mlp, (4, 4), batch=64).layers
+    sparse, dense = mlp.layers[3], mlp.layers[5]
+    for r, layer in zip(rows[1:], [sparse, dense]):
+        assert r["bnn"] == 2 * layer.in_features * layer.out_features
+        assert r["sparse"] == int(layer.ones().sum())
+    assert rows[1]["executed"] == int(sparse.ones().sum())           # one op per one per image
+    words = np.count_nonzero(pysbnn.packed.bits.pack_bits(dense.ones()))
+    assert rows[2]["executed"] == 2 * 64 * words                      # AND + popcount per word bit
+    assert not rows[0]["binary_input"]
+
+
+GOLDEN = """\
+layer                     params    ones bits/w     K0     K1    BNN BOPs   SBNN BOPs      f32      BNN   packed
+================================================================================================================
+1 Conv2d                      40       -      -      -      -           -           -     160B     160B     160B
+2 BatchNorm2d                  8       -      -      -      -           -           -      64B      64B      64B
+3 BinaryConv2d               144   9.72%  0.460  50.0%  37.5%       1,152          56     584B      26B      48B
+4 BatchNorm2d                  8       -      -      -      -           -           -      64B      64B      64B
+6 Dense                       10       -      -      -      -           -           -      40B      40B      40B
+================================================================================================================
+total                        210                                    1,152          56     912B     354B     376B
+BOPs: BNN / SBNN = 20.57x (executed, per image)
+memory: float32 / packed = 2.4x, BNN / packed = 0.94x"""
+# Checked by hand: 14 ones of 144 (6 K1 kernels + 2 kernels of 4 ones), h(14/144) = 0.460;
+# BNN BOPs 2 * 4 * 4 * 9 * (2 x 2 positions) = 1,152; executed 6 K1 * 4 + 2 * 4 ones * 4 = 56;
+# bytes: float32 144 * 4 + 8 (xi, eta), BNN 144 / 8 + 8, packed 4 rows * 1 word * 8 + 16.
+
+
+def test_summary_golden_text():
+    rng = np.random.default_rng(0)
+    model = pysbnn.Sequential([pysbnn.Normalize(), pysbnn.Conv2d(1, 4, 3, padding=1, rng=rng),
+                               pysbnn.BatchNorm2d(4),
+                               pysbnn.BinaryConv2d(4, 4, 3, padding=1, stride=2, rng=rng),
+                               pysbnn.BatchNorm2d(4), pysbnn.GlobalAvgPool(), pysbnn.Dense(4, 2, rng=rng)])
+    w = -np.ones((4, 4, 3, 3), np.float32)                    # 16 kernels: 8 K0, 6 K1, 2 with 4 ones
+    for k, (o, i) in enumerate([(0, 1), (0, 2), (1, 0), (1, 3), (2, 2), (3, 1)]):
+        w[o, i].flat[k] = 0.5
+    w[3, 3, :2, :2] = 0.5
+    w[2, 0, 1:, 1:] = 0.5
+    model.layers[3].params["weight"][:] = w
+    text = pysbnn.summary(model, (4, 4))
+    assert text == GOLDEN
+
+
+def test_numba_disabled_gives_identical_outputs(tmp_path):
+    """The NumPy references run when JIT is disabled and agree exactly with the kernels."""
+    model = trained_like(small_cnn("learned"), images(16, (9, 9)))
+    pysbnn.save_model(model, tmp_path / "m.npz")
+    x = images(70, (9, 9), seed=6)
+    np.save(tmp_path / "x.npy", x)
+    mlp = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
+    pysbnn.save_model(mlp, tmp_path / "mlp.npz")
+    script = textwrap.dedent(f"""
+        import numpy as np, pysbnn
+        x = np.load({str(tmp_path / 'x.npy')!r})
+        cnn = pysbnn.pack(pysbnn.load_model({str(tmp_path / 'm.npz')!r})).forward(x)
+        mlp = pysbnn.pack(pysbnn.load_model({str(tmp_path / 'mlp.npz')!r})).forward(x[:, :4, :4])
+        np.save({str(tmp_path / 'out_nojit.npy')!r}, np.concatenate([cnn.ravel(), mlp.ravel()]))
+    """)
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    nojit = np.load(tmp_path / "out_nojit.npy")
+    jit = np.concatenate([pysbnn.pack(model).forward(x).ravel(), pysbnn.pack(mlp).forward(x[:, :4, :4]).ravel()])
+    np.testing.assert_array_equal(nojit, jit)
