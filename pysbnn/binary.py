@@ -14,7 +14,7 @@ import numpy as np
 from . import functional as F
 from .domains import get_domain
 from .layers import Layer, as_generator, check_positive_int
-from .quantizers import get_quantizer
+from .quantizers import get_quantizer, sign
 
 INITS = ("uniform", "all_ones", "nearly_empty")
 
@@ -46,6 +46,28 @@ def init_latent(shape, fan_in, init, density, rng, scale=None):
     else:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     return w.astype(np.float32)
+
+
+#: below this many multiply-adds the XNOR kernel's packing costs more than BLAS.
+XNOR_MIN_MACS = 1 << 22
+
+
+def binary_product(x_pm1, w_latent):
+    """``sign(x) . sign(w)^T`` as exact integers in the dtype of ``x_pm1``.
+
+    x_pm1 : (n, K) array of +-1 values; w_latent : (M, K) latent weights.
+    Uses the bit-packed XNOR-popcount kernel when Numba is available and the
+    product is large, float BLAS on +-1 values otherwise; both are exact.
+    """
+    n, K = x_pm1.shape
+    M = w_latent.shape[0]
+    if n * K * M >= XNOR_MIN_MACS and K < (1 << 24):
+        from .packed.bits import pack_signs, resolve_backend
+        if resolve_backend("auto") == "numba":
+            from .packed.dense_kernels import xnor_gemm
+            z = xnor_gemm(pack_signs(x_pm1), pack_signs(w_latent), K)
+            return z.astype(x_pm1.dtype)
+    return x_pm1 @ sign(w_latent).T
 
 
 class _BinaryLayer(Layer):
@@ -140,8 +162,17 @@ class BinaryDense(_BinaryLayer):
     def forward(self, x, training=False):
         xb = self._input(x)
         w_q, self._wcache = self.quantized_weight()
-        out, self._cache = F.dense_forward(xb, w_q)
-        return out
+        self._cache = (xb, w_q, False)
+        if not self.binarize_input:
+            return xb @ w_q.T
+        # +-1 inputs and weights: sign(x) . sign(w) is an exact integer S, so
+        # x_b w_q^T = tau S + phi q with q = sum of the +-1 inputs. Both paths
+        # compute S exactly (BLAS on +-1 values is exact below 2^24; the XNOR
+        # kernel counts bits), so the fast path never changes a result.
+        tau, phi = (xb.dtype.type(v) for v in self.tau_phi())
+        S = binary_product(xb, self.params["weight"])
+        q = xb.sum(axis=1, keepdims=True)
+        return tau * S + phi * q
 
     def backward(self, dout):
         dxb, dwq, _ = F.dense_backward(dout, self._cache)

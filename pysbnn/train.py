@@ -148,8 +148,8 @@ def _validate_fit_args(x, y, epochs, batch_size, mixup_alpha, target_ec, gamma):
 
 def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam", lr=1e-3,
         schedule="cosine", seed=0, validation=None, mixup_alpha=0.0, augment=None,
-        target_ec=None, gamma=0.0, clip=1.5, checkpoint=None, resume=True,
-        verbose=True, stream=None):
+        target_ec=None, gamma=0.0, penalty_threshold=1e-4, clip=1.5, checkpoint=None,
+        resume=True, verbose=True, stream=None):
     """Train ``model`` in place with softmax cross-entropy; returns the per-epoch history.
 
     Parameters
@@ -166,6 +166,9 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     target_ec : expected-connections fraction EC of the sparsity penalty (Eq. 16);
         ``None`` trains without penalty
     gamma : the gamma rule's share of the penalty in the total loss (Eq. 18)
+    penalty_threshold : lambda is 0 while ``j <= penalty_threshold`` (the
+        reference code uses 1e-4); a larger value stops the 1/j growth of
+        lambda that short runs overshoot with
     clip : latent binary weights are clipped to ``[-clip, clip]`` after every
         step (``None``/0 disables)
     checkpoint : path of an ``.npz`` checkpoint written atomically after every
@@ -179,7 +182,8 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     _validate_fit_args(x_train, y_train, epochs, batch_size, mixup_alpha, target_ec, gamma)
     opt = _make_optimizer(model, optimizer, lr, clip)
     run_id = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-              "target_ec": target_ec, "gamma": gamma, "n": len(x_train)}
+              "target_ec": target_ec, "gamma": gamma, "threshold": penalty_threshold,
+              "n": len(x_train)}
     history, start = [], 0
     if checkpoint and resume and os.path.exists(checkpoint):
         last, history = _load_checkpoint(checkpoint, model, opt, run_id)
@@ -191,7 +195,8 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     progress = Progress(epochs, steps, stream, verbose)
     for epoch in range(start, epochs):
         row = _train_epoch(model, opt, x_train, y_train, epoch, epochs, batch_size, lr, schedule,
-                           seed, mixup_alpha, augment, target_ec, gamma, progress, num_classes)
+                           seed, mixup_alpha, augment, (target_ec, gamma, penalty_threshold),
+                           progress, num_classes)
         if validation is not None:
             row["val_loss"], row["val_acc"] = evaluate(model, *validation)
         history.append(row)
@@ -202,8 +207,9 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
 
 
 def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed,
-                 mixup_alpha, augment, target_ec, gamma, progress, num_classes):
+                 mixup_alpha, augment, penalty, progress, num_classes):
     t0 = time.perf_counter()
+    target_ec = penalty[0]
     rng = np.random.default_rng([seed, epoch])
     opt.lr = cosine_lr(lr, epoch, epochs) if schedule == "cosine" else lr
     for _, layer in model.named_layers():
@@ -224,7 +230,7 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
         logits = model.forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, targets)
         model.backward(dlogits)
-        lam = _apply_penalty(model, loss, target_ec, gamma) if target_ec is not None else 0.0
+        lam = _apply_penalty(model, loss, *penalty) if target_ec is not None else 0.0
         opt.step()
         loss_sum += loss * len(yb)
         correct += float((logits.argmax(axis=1) == yb).sum())
@@ -250,11 +256,11 @@ def _mixup(xb, yb, rng, alpha, num_classes):
     return mixed, lam * t + (1 - lam) * t[perm]
 
 
-def _apply_penalty(model, loss, target_ec, gamma):
+def _apply_penalty(model, loss, target_ec, gamma, threshold):
     """Add ``lambda * dj/dw`` (Eq. 16-18) to every latent weight's gradient; returns lambda."""
     pairs = [(l, k) for _, l in binary_layers(model) for k in l.latent_params]
     j, _, grads = entropy.sparsity_penalty([l.params[k] for l, k in pairs], target_ec)
-    lam = entropy.gamma_lambda(loss, j, gamma)
+    lam = entropy.gamma_lambda(loss, j, gamma, threshold)
     if lam:
         for (layer, key), g in zip(pairs, grads):
             layer.grads[key] += (lam * g).astype(layer.grads[key].dtype, copy=False)

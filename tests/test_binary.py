@@ -28,7 +28,7 @@ def test_forward_uses_the_domain_weights(domain):
     w = layer.params["weight"]
     tau, phi = layer.tau_phi()
     w_q = tau * sign(w) + phi
-    np.testing.assert_allclose(layer.forward(x), sign(x) @ w_q.T, rtol=1e-12)
+    np.testing.assert_allclose(layer.forward(x), sign(x) @ w_q.T, rtol=1e-12, atol=1e-12)
     xi, eta = layer.xi_eta()
     np.testing.assert_allclose((layer.ones() + xi) * eta, w_q, rtol=1e-12)   # Eq. 4
 
@@ -145,3 +145,20 @@ def test_binary_model_round_trip(tmp_path):
     loaded = pysbnn.load_model(tmp_path / "b.npz")
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
     assert loaded.layers[1].domain.name == "learned"
+
+
+def test_xnor_fast_path_equals_blas_bit_for_bit(monkeypatch):
+    """The training forward's XNOR-popcount path gives exactly the BLAS result."""
+    from pysbnn import binary
+    rng = np.random.default_rng(9)
+    layer = pysbnn.BinaryDense(200, 96, domain="learned", rng=1)
+    layer.params["tau"][:] = 0.37
+    layer.params["phi"][:] = -0.11
+    x = rng.standard_normal((80, 200)).astype(np.float32)
+    monkeypatch.setattr(binary, "XNOR_MIN_MACS", 1)            # force the kernel
+    fast = layer.forward(x, training=True)
+    monkeypatch.setattr(binary, "XNOR_MIN_MACS", 1 << 62)      # force BLAS
+    slow = layer.forward(x, training=True)
+    np.testing.assert_array_equal(fast, slow)
+    S = binary.binary_product(sign(x), layer.params["weight"])
+    np.testing.assert_array_equal(S, sign(x) @ sign(layer.params["weight"]).T)
