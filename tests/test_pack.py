@@ -135,8 +135,7 @@ def test_counts_executed_equal_analytic():
         assert r["bnn"] == 2 * layer.in_features * layer.out_features
         assert r["sparse"] == int(layer.ones().sum())
     assert rows[1]["executed"] == int(sparse.ones().sum())           # one op per one per image
-    words = np.count_nonzero(pysbnn.packed.bits.pack_bits(dense.ones()))
-    assert rows[2]["executed"] == 2 * 64 * words                      # AND + popcount per word bit
+    assert rows[2]["executed"] == 2 * dense.in_features * dense.out_features   # XNOR pass: 2N
     assert not rows[0]["binary_input"]
 
 

@@ -13,12 +13,12 @@ import numpy as np
 from . import bits as B
 from .conv_kernels import SbnnConvPlan, sbnn_conv3x3
 from .conv_reference import conv3x3_ones, sbnn_ops
-from .dense_kernels import prepare_sliced, prepare_wordskip, sbnn_gemm, sbnn_gemm_sliced
+from .dense_kernels import prepare_sliced, prepare_xnor, sbnn_gemm_sliced, xnor_gemm
 
 #: batch size from which the bit-sliced dense kernel is used ...
 SLICED_MIN_BATCH = 64
 #: ... for layers with at most this fraction of ones (its work scales with
-#: the ones; AND + popcount over words wins for denser layers).
+#: the ones; one XNOR-popcount pass over all words wins for denser layers).
 SLICED_MAX_DENSITY = 0.25
 
 
@@ -47,9 +47,12 @@ def sbnn_dense(layer, x):
         plan = _plan(layer, "sliced", lambda: prepare_sliced(w01, K))
         z, ops = sbnn_gemm_sliced(B.pack_batch_sliced(xf), plan, n, return_ops=True)
     else:
+        # w01 . x = (s . x + q) / 2 with s = 2 w01 - 1 in {-1,+1}: one XNOR-popcount
+        # pass over all words (exact integers), the fastest path for dense layers.
         a = x if packed_rows else B.pack_signs(x)
-        plan = _plan(layer, "wordskip", lambda: prepare_wordskip(w01, K))
-        z, ops = sbnn_gemm(a, plan, return_ops=True)
+        plan = _plan(layer, "xnor", lambda: prepare_xnor(w01, K))
+        s_dot_x, ops = xnor_gemm(a, plan, return_ops=True)
+        z = ((s_dot_x + q[:, None]) // 2).astype(np.int32)
     return z, q, int(ops)
 
 
