@@ -13,7 +13,7 @@ import numpy as np
 
 from . import functional as F
 from .domains import get_domain
-from .layers import Layer, as_generator, check_positive_int
+from .layers import Layer, as_generator, check_positive_int, conv_geometry
 from .quantizers import get_quantizer, sign
 
 INITS = ("uniform", "all_ones", "nearly_empty")
@@ -193,14 +193,9 @@ class BinaryConv2d(_BinaryLayer):
                  input_quantizer="clipped", init="uniform", init_density=0.05, init_scale=None,
                  rng=None):
         super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.stride = check_positive_int("stride", stride)
-        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-            raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
-        self.padding = int(padding)
-        k = kernel_size
+        (self.in_channels, self.out_channels, self.kernel_size, self.stride,
+         self.padding) = conv_geometry(in_channels, out_channels, kernel_size, stride, padding)
+        k = self.kernel_size
         self._setup((out_channels, in_channels, k, k), in_channels * k * k, domain, binarize_input,
                     weight_quantizer, input_quantizer, init, init_density, init_scale, rng)
 

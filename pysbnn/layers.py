@@ -27,6 +27,16 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def conv_geometry(in_channels, out_channels, kernel_size, stride, padding):
+    """Validated ``(in_channels, out_channels, kernel_size, stride, padding)`` of a convolution."""
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    return (check_positive_int("in_channels", in_channels),
+            check_positive_int("out_channels", out_channels),
+            check_positive_int("kernel_size", kernel_size),
+            check_positive_int("stride", stride), int(padding))
+
+
 class Layer:
     """Base class. Subclasses define ``forward`` and ``backward``."""
 
@@ -143,13 +153,8 @@ class Conv2d(Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  bias=True, rng=None):
         super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
-        self.stride = check_positive_int("stride", stride)
-        if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-            raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
-        self.padding = int(padding)
+        (self.in_channels, self.out_channels, self.kernel_size, self.stride,
+         self.padding) = conv_geometry(in_channels, out_channels, kernel_size, stride, padding)
         self.bias = bool(bias)
         fan_in = in_channels * kernel_size * kernel_size
         bound = 1.0 / np.sqrt(fan_in)
