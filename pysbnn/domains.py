@@ -26,6 +26,7 @@ This module has three parts:
    ``trainable``.
 """
 
+import abc
 from typing import NamedTuple
 
 import numpy as np
@@ -221,7 +222,7 @@ def _check_dw_q(dw_q, cache):
     return dw_q
 
 
-class Domain:
+class Domain(abc.ABC):
     """A rule ``w -> w_q`` with its backward pass. Subclasses set ``name``.
 
     ``trainable`` tells whether the layer owns ``tau`` and ``phi`` parameters
@@ -231,17 +232,17 @@ class Domain:
     name = None
     trainable = False
 
+    @abc.abstractmethod
     def forward(self, w, quantizer="clipped", tau=None, phi=None):
         """Return ``(w_q, cache)``; ``w_q`` has the shape and dtype of ``w``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def backward(self, dw_q, cache):
         """Return ``(dw, dtau, dphi)``; ``dw`` like ``w``; ``dtau, dphi`` None unless trainable."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def tau_phi(self, w, tau=None, phi=None):
         """Current ``(tau, phi)`` as Python floats, for latent weights ``w``."""
-        raise NotImplementedError
 
     def xi_eta(self, w, tau=None, phi=None):
         """Current ``(xi, eta)`` (Eq. 4), via ``tau_phi_to_xi_eta``."""

@@ -15,6 +15,7 @@ Available by name: ``"clipped"`` (alias ``"ste"``, ``"ste_sign"``),
 ``"identity"`` and ``"ede"``.
 """
 
+import abc
 import math
 
 import numpy as np
@@ -55,7 +56,7 @@ def sign(x):
     return out
 
 
-class Quantizer:
+class Quantizer(abc.ABC):
     """Base class: forward is ``sign``; subclasses define ``grad``."""
 
     name = None
@@ -66,9 +67,9 @@ class Quantizer:
 
     __call__ = forward
 
+    @abc.abstractmethod
     def grad(self, x):
         """Surrogate derivative of ``sign`` at ``x``, elementwise."""
-        raise NotImplementedError
 
     def get_config(self):
         """JSON-serialisable dict; ``get_quantizer(q.get_config())`` rebuilds ``q``."""
