@@ -54,8 +54,15 @@ def threshold_for(ec):
     return min(0.002, ec / 10)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments: one line on stderr and exit code 2 (no usage dump)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = OneLineErrors(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", choices=["mnist", "fashion"], default="mnist")
     ap.add_argument("--data-dir", default=None, help="directory holding the IDX files")
     ap.add_argument("--targets", default="0.9,0.95,0.99",

@@ -78,6 +78,7 @@ def test_bad_arguments_exit_with_one_line(args, match, tmp_path):
     proc = run(args + ["--out", str(tmp_path)], timeout=60)
     assert proc.returncode != 0
     assert match in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
