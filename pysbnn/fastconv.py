@@ -1,25 +1,30 @@
 """A faster NHWC convolution for training, with the signatures of
 :func:`pysbnn.functional.conv2d_forward` / :func:`~pysbnn.functional.conv2d_backward`.
 
-Same math as the reference (im2col, one BLAS GEMM per product), three changes:
+Same math as the reference (im2col and BLAS GEMMs), arranged to move less
+memory; a training step of the binarized ResNet-18 runs 1.3-1.6x faster
+(docs/benchmarks.md):
 
-1. ``im2col`` writes the patch matrix in one pass from the unpadded input
-   (zeros for the taps that fall on the padding): no ``np.pad`` copy and no
-   transposed-view copy.
-2. ``col2im`` (the adjoint, a scatter-add of the patch gradients) is one pass
-   over the patch matrix instead of ``kh * kw`` strided read-modify-writes of
-   the whole padded image; it writes straight into the unpadded ``dx``.
-3. The weight gradient is computed as ``cols^T dout`` (the GEMM orientation
-   OpenBLAS runs fastest for a tall, narrow ``dout``), then transposed.
+1. ``im2col`` writes the patch matrix in one Numba pass from the unpadded
+   input (zeros for taps on the padding): no ``np.pad`` copy and no copy of a
+   transposed sliding-window view. Measured as fast as copying the matrix.
+2. The input gradient of a stride-1 convolution is itself a convolution: of
+   ``dout`` with the kernel flipped in space and its channel axes swapped,
+   padded by ``k - 1 - p``. One im2col + GEMM replaces the reference's
+   ``(P, k k c_in)`` GEMM followed by a ``k * k``-pass col2im (the largest
+   saving). Strided convolutions keep GEMM + col2im, the col2im as one Numba
+   scatter-add pass into the unpadded ``dx``; 1x1 convolutions need neither.
+3. The weight gradient is ``(cols^T dout)^T``, the GEMM orientation OpenBLAS
+   runs fastest for a tall, narrow ``dout``.
 
-The two copy kernels are plain Python functions (``im2col_kernel``,
-``col2im_kernel``) compiled with Numba when it is available and enabled; with
+The copy kernels are plain Python functions (``im2col_kernel``,
+``col2im_kernel``) compiled with Numba when it is available; with
 ``NUMBA_DISABLE_JIT=1`` the very same code runs uncompiled, and without Numba
-the NumPy reference of :mod:`pysbnn.functional` runs. Results agree with the
-reference to float32 rounding (the GEMMs sum in a different order); the copy
-kernels are exact. ``tests/test_resnet.py`` checks both.
+the NumPy versions of :mod:`pysbnn.functional` run. The copy kernels are exact;
+the GEMM results agree with the reference to float32 rounding (they sum in a
+different order). ``tests/test_resnet.py`` checks both.
 
-Use :func:`enable` to route :class:`~pysbnn.layers.Conv2d` and
+:func:`enable` routes :class:`~pysbnn.layers.Conv2d` and
 :class:`~pysbnn.binary.BinaryConv2d` through these functions.
 """
 
@@ -135,7 +140,6 @@ def col2im(dcols, x_shape, kh, kw, stride, padding):
 def _same_size_conv(dout, w_flip, kh, kw, pad, x_shape):
     """Stride-1 ``dx``: ``dout`` (n, ho, wo, c_out) correlated with ``w_flip``
     (c_in, kh, kw, c_out) = the kernel flipped in space, channels swapped."""
-    n = dout.shape[0]
     c_in = w_flip.shape[0]
     cols = im2col(dout, kh, kw, 1, pad)
     dx = cols @ w_flip.reshape(c_in, -1).T
@@ -176,7 +180,7 @@ def conv2d_backward(dout, cache):
         n, h, w, _ = x_shape
         dx = np.zeros(x_shape, dtype=d2.dtype)
         dx[:, ::stride, ::stride] = (d2 @ wmat).reshape(n, (h - 1) // stride + 1, (w - 1) // stride + 1, c_in)
-    elif stride == 1 and padding < min(kh, kw):
+    elif stride == 1 and kh == kw and padding < kh:
         # dx is the convolution of dout with the flipped, transposed kernel:
         # one im2col + GEMM, cheaper than the (P, kh kw c_in) GEMM + col2im.
         w_flip = wmat.reshape(c_out, kh, kw, c_in)[:, ::-1, ::-1].transpose(3, 1, 2, 0)
