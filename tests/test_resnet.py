@@ -265,3 +265,23 @@ def test_enable_routes_layers_and_disable_restores():
     fastconv.disable()
     assert F.conv2d_forward is not fastconv.conv2d_forward
     np.testing.assert_array_equal(model.forward(x, training=False), ref)
+
+
+def test_packed_resnet_agrees_with_float_simulation():
+    """pack() runs the K0/K1 conv kernels on a (small, trained-like) ResNet-18."""
+    import pysbnn
+    from pysbnn.resnet import binary_conv_layers, resnet18
+    rng = np.random.default_rng(0)
+    model = resnet18(num_classes=10, in_channels=1, width=4, seed=0)
+    x = rng.integers(0, 256, (8, 28, 28)).astype(np.uint8)
+    model.forward(x, training=True)
+    for conv in binary_conv_layers(model):                 # make kernels sparse: many K0/K1
+        w = conv.params["weight"]
+        w[...] = -np.abs(w) - 1e-3
+        w[rng.random(w.shape) < 0.05] = 0.01
+    ref = model.forward(x, training=False)
+    packed = pysbnn.pack(model)
+    out = packed.forward(x)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+    assert len(packed.packed_layers()) == 16
