@@ -55,11 +55,7 @@ _SKIP_CHUNK_MIN_BATCH = 4           # from here 64 samples per step beat 1 by 1
 
 
 def _activations(a_bits, K):
-    a_bits = np.ascontiguousarray(a_bits, dtype=np.uint64)
-    if a_bits.ndim != 2 or a_bits.shape[1] != n_words(K):
-        raise ValueError("expected packed activations (B, %d) for K=%d, got %s"
-                         % (n_words(K), K, a_bits.shape))
-    return a_bits
+    return _as_words(a_bits, K, "packed activations (B, %d)")
 
 
 def _weights(w, kind, prepare, K):

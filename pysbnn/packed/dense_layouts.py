@@ -53,11 +53,11 @@ class SlicedWeights(NamedTuple):
     K: int
 
 
-def _as_words(w_bits, K):
+def _as_words(w_bits, K, what="uint64 (M, %d) words"):
+    """``w_bits`` as contiguous uint64 rows of ``n_words(K)`` words, or a ValueError."""
     w_bits = np.ascontiguousarray(w_bits, dtype=np.uint64)
     if w_bits.ndim != 2 or w_bits.shape[1] != n_words(K):
-        raise ValueError("expected uint64 (M, %d) words for K=%d, got %s"
-                         % (n_words(K), K, w_bits.shape))
+        raise ValueError("expected %s for K=%d, got %s" % (what % n_words(K), K, w_bits.shape))
     return w_bits
 
 
