@@ -27,7 +27,7 @@ def pysbnn_mlp(kind, seed=0):
         return pysbnn.Sequential([pysbnn.Dense(784, 512, rng=rng), pysbnn.ReLU(),
                                   pysbnn.Dense(512, 512, rng=rng), pysbnn.ReLU(),
                                   pysbnn.Dense(512, 10, rng=rng)])
-    from pysbnn.models import binary_mlp
+    from pysbnn.mlp import binary_mlp
     return binary_mlp((784, 512, 512, 10), normalize=False, seed=seed)
 
 

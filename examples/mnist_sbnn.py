@@ -30,30 +30,7 @@ import numpy as np
 
 import pysbnn
 from pysbnn.entropy import SparsityTarget, binary_entropy
-
-#: gamma of the gamma rule per sparsity target (the nearest entry is used).
-#: A 30-epoch run on 4,000 images is ~1,900 Adam steps, against the
-#: reference's ~50,000: it needs larger gammas than the reference table;
-#: docs/results.md shows the sweep these values come from.
-GAMMA = {0.9: 0.3, 0.95: 0.3, 0.99: 0.4}
-
-
-def gamma_for(sparsity):
-    """The recipe's gamma for a target (nearest tabulated target)."""
-    key = min(GAMMA, key=lambda s: abs(s - sparsity))
-    return GAMMA[key]
-
-
-def threshold_for(ec):
-    """The gamma rule's j threshold: lambda = 0 once ones <= EC + threshold.
-
-    The reference's 1e-4 lets lambda ~ 1/j explode just above the target and
-    kick every near-zero weight past it (Adam's momentum carries the kick),
-    so short runs overshoot to a fraction of the target; min(0.002, EC/10)
-    stops within 0.2 point of it.
-    """
-    return min(0.002, ec / 10)
-
+from pysbnn.recipe import MLP_GAMMA, penalty_threshold, short_run_gamma
 
 class OneLineErrors(argparse.ArgumentParser):
     """Bad arguments: one line on stderr and exit code 2 (no usage dump)."""
@@ -120,12 +97,12 @@ def train_one(name, target, args, data):
     model = pysbnn.binary_mlp((size, args.hidden, args.hidden, 10), domain=args.domain,
                               seed=args.seed, init_scale=1e-2, mean=mean, std=std)
     ec = None if target is None else SparsityTarget.from_sparsity(target).ec
-    gamma = 0.0 if target is None else (args.gamma if args.gamma is not None else gamma_for(target))
+    gamma = 0.0 if target is None else (args.gamma if args.gamma is not None else short_run_gamma(target, MLP_GAMMA))
     print(f"\n== {name}: target sparsity {target}, EC {ec}, gamma {gamma}", flush=True)
     ckpt = os.path.join(args.out, f"{name}.ckpt.npz")
     history = pysbnn.fit(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                          lr=1e-3, seed=args.seed, target_ec=ec, gamma=gamma,
-                         penalty_threshold=1e-4 if ec is None else threshold_for(ec),
+                         penalty_threshold=penalty_threshold(ec),
                          augment=shift, validation=(x_test, y_test), checkpoint=ckpt)
     return model, history, ckpt
 

@@ -15,8 +15,8 @@ It prints Table 1 (top-1 accuracy, and Delta = accuracy - baseline) beside the
 paper's numbers, and writes ``OUT/table1.csv`` and ``OUT/table1.md`` (OUT is
 ``runs/table1/`` by default). Models are saved as they finish in OUT/models
 (``--models``) and reused by later runs with the same settings; see
-examples/fig2_kernel_histograms.py, whose data and training helpers this
-script shares, for the scale and for why gamma is larger than the paper's.
+examples/fig2_kernel_histograms.py for the scale and for why gamma is larger
+than the paper's (both scripts share ``pysbnn.experiment``).
 The paper's claim is that learned {alpha, beta} loses least (-0.09 % against
 -2.47 % and -2.98 %); a single seed at this scale can differ by about as much,
 so ``--seeds`` averages several.
@@ -32,11 +32,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # see fig2_kernel_histogram
 
 import numpy as np  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import fig2_kernel_histograms as common  # noqa: E402
-from fig2_kernel_histograms import add_training_arguments, finish_args  # noqa: E402
+from pysbnn import experiment as common  # noqa: E402
+from pysbnn.experiment import add_training_arguments, finish_args  # noqa: E402
 
 DOMAINS = ("sym", "alpha_beta", "learned", "zero_one")
 NAMES = {"sym": "{-beta, +beta}", "alpha_beta": "{alpha, beta}", "learned": "Learned {alpha, beta}",
@@ -49,7 +48,7 @@ EC = 0.05
 
 
 def parse_args(argv):
-    p = common._Parser(description=__doc__.split("\n\n")[0],
+    p = common.Parser(description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_training_arguments(p, models_default="OUT/models")
     p.add_argument("--gamma", type=common.gamma_value, default=common.DEFAULTS["gamma_95"],
@@ -72,8 +71,6 @@ def fmt(value, signed=False):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not args.reference_conv:
-        common.fastconv.enable()
     rows_spec = [("baseline", args.baseline_domain, None, 0.0)] + [(d, d, EC, args.gamma) for d in DOMAINS]
     seeds = list(range(args.seed, args.seed + args.seeds))
     results = {key: [] for key, *_ in rows_spec}
@@ -90,7 +87,8 @@ def main(argv=None):
                   + ("" if ec is None else f", EC {ec:g}, gamma {gamma:g}") + ")", flush=True)
             config = common.run_config(args, domain, ec, gamma, num_classes, channels)
             tag = f"{key}-{domain}-s{seed}" if key == "baseline" else f"{domain}-ec{ec:g}-s{seed}"
-            _, info = common.train_or_load(tag, config, (xtr, ytr, xte, yte), args.models, args.retrain)
+            _, info = common.train_or_load(tag, config, (xtr, ytr, xte, yte), args.models, args.retrain,
+                                           backend=args.backend)
             results[key].append(info)
     args.seed = first_seed
 

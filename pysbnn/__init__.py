@@ -7,12 +7,13 @@ the paper to the function that implements it and the test that checks it.
 
 from .layers import (AvgPool2d, BatchNorm, BatchNorm1d, BatchNorm2d, Conv2d, Dense, Flatten,
                      GlobalAvgPool, HardTanh, Layer, MaxPool2d, Normalize, ReLU)
-from .model import Residual, Sequential, load_model, save_model
+from .containers import Residual, Sequential
+from .serialize import load_model, save_model
 from .binary import BinaryConv2d, BinaryDense
-from .domains import optimal_tau_phi
+from .levels import optimal_tau_phi
 from .entropy import SparsityTarget, binary_entropy, gamma_lambda, inverse_binary_entropy, sparsity_penalty
-from .models import binary_mlp, mlp
-from .packed.model import PackedModel, load_packed, pack
+from .mlp import binary_mlp, mlp
+from .packed.pack import PackedModel, load_packed, pack
 from .report import count_bops, kernel_histogram, summary
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
 from .train import evaluate, fit, random_crop_flip

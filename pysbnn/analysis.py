@@ -23,35 +23,17 @@ Conventions
 """
 import numpy as np
 
-try:
-    from .entropy import binary_entropy
-except ImportError:                               # pragma: no cover - colleague's module
-    def binary_entropy(p):
-        """h(p) = -p log2 p - (1-p) log2(1-p), with h(0) = h(1) = 0 (Eq. 6)."""
-        p = np.asarray(p, np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = -p * np.log2(p) - (1 - p) * np.log2(1 - p)
-        return np.where((p <= 0) | (p >= 1), 0.0, h)
+from .entropy import binary_entropy, fraction_of_ones, ones_of
 
-__all__ = ["binary_ones", "kernel_codes", "hamming_weights", "kernel_histogram", "k0_k1",
+__all__ = ["kernel_codes", "hamming_weights", "kernel_histogram", "k0_k1",
            "zero_filters", "bops_bnn", "bops_pr_k0k1", "bops_sparse", "sbnn_conv_ops",
-           "bparams", "bparams_pr", "bops_bnn_dense", "bops_sparse_dense", "ones_fraction",
+           "bparams", "bparams_pr", "bops_bnn_dense", "bops_sparse_dense", "bops_wordskip",
            "bits_per_weight", "K1_CODES"]
 
 K1_CODES = tuple(1 << t for t in range(9))
 
-
-def binary_ones(w, binary=None):
-    """Bool array of the ones: ``w >= 0`` for latent weights; bool input (or
-    ``binary=True``) is already binary and ones are its non-zeros."""
-    w = np.asarray(w)
-    if binary is None:
-        binary = w.dtype == np.bool_
-    return (w != 0) if binary else (w >= 0)
-
-
 def _conv_ones(w, binary):
-    b = binary_ones(w, binary)
+    b = ones_of(w, binary)
     if b.ndim != 4 or b.shape[2:] != (3, 3):
         raise ValueError(f"expected conv weights (C_out, C_in, 3, 3), got {b.shape}")
     return b
@@ -95,7 +77,7 @@ def k0_k1(w, binary=None):
 def zero_filters(w, binary=None):
     """Number of output filters whose kernels are all zero (prunable filters);
     works for conv (C_out, C_in, 3, 3) and dense (out, in) weights."""
-    b = binary_ones(w, binary)
+    b = ones_of(w, binary)
     return int((~b.reshape(b.shape[0], -1).any(1)).sum())
 
 
@@ -142,7 +124,7 @@ def bops_sparse(w, positions, binary=None):
     """"Sparse operations on FPGA" (Sec. 3.5, 4.2): one popcount operation per
     one-weight per output position, no XNOR. Compare with ``bops_bnn`` (2N).
     Works for conv and dense weights; w may be a list (then positions too)."""
-    return sum(int(binary_ones(wl, binary).sum()) * int(pos) for wl, pos in _layers(w, positions))
+    return sum(int(ones_of(wl, binary).sum()) * int(pos) for wl, pos in _layers(w, positions))
 
 
 def sbnn_conv_ops(w, positions, binary=None):
@@ -187,12 +169,13 @@ def bops_sparse_dense(w, B=1, binary=None):
     return bops_sparse(w, B, binary)
 
 
-def ones_fraction(w, binary=None):
-    """p = U / N, the fraction of ones (the expected-connections fraction EC
-    a trained layer reached)."""
-    return float(binary_ones(w, binary).mean())
+def bops_wordskip(w01_bits, B=1):
+    """Bit operations of the word-skipping kernel (``kernels.wordskip``):
+    AND + popcount over every bit of every *non-zero* 64-bit weight word,
+    ``2 * 64 * nnz_words * B``."""
+    return 2 * 64 * int(np.count_nonzero(np.asarray(w01_bits))) * int(B)
 
 
 def bits_per_weight(w, binary=None):
-    """Entropy h(p) of the layer's ones fraction in bits per weight (Eq. 6)."""
-    return float(binary_entropy(ones_fraction(w, binary)))
+    """Entropy h(p) of the layer's fraction of ones in bits per weight (Eq. 6)."""
+    return float(binary_entropy(fraction_of_ones([w], binary)))

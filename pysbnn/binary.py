@@ -13,6 +13,9 @@ import numpy as np
 
 from . import functional as F
 from .domains import get_domain
+from .kernels.jit import check_backend, resolve_backend
+from .kernels.words import pack_signs
+from .kernels.xnor import xnor_gemm
 from .layers import Layer, as_generator, check_positive_int, conv_geometry
 from .quantizers import get_quantizer, sign
 
@@ -52,21 +55,18 @@ def init_latent(shape, fan_in, init, density, rng, scale=None):
 XNOR_MIN_MACS = 1 << 22
 
 
-def binary_product(x_pm1, w_latent):
+def binary_product(x_pm1, w_latent, backend="auto"):
     """``sign(x) . sign(w)^T`` as exact integers in the dtype of ``x_pm1``.
 
     x_pm1 : (n, K) array of +-1 values; w_latent : (M, K) latent weights.
-    Uses the bit-packed XNOR-popcount kernel when Numba is available and the
-    product is large, float BLAS on +-1 values otherwise; both are exact.
+    Uses the bit-packed XNOR-popcount kernel when the backend is numba and
+    the product is large, float BLAS on +-1 values otherwise; both are exact.
     """
     n, K = x_pm1.shape
     M = w_latent.shape[0]
-    if n * K * M >= XNOR_MIN_MACS and K < (1 << 24):
-        from .packed.bits import pack_signs, resolve_backend
-        if resolve_backend("auto") == "numba":
-            from .packed.dense_kernels import xnor_gemm
-            z = xnor_gemm(pack_signs(x_pm1), pack_signs(w_latent), K)
-            return z.astype(x_pm1.dtype)
+    if n * K * M >= XNOR_MIN_MACS and K < (1 << 24) and resolve_backend(backend) == "numba":
+        z = xnor_gemm(pack_signs(x_pm1, backend), pack_signs(w_latent, backend), K, backend=backend)
+        return z.astype(x_pm1.dtype)
     return x_pm1 @ sign(w_latent).T
 
 
@@ -76,7 +76,8 @@ class _BinaryLayer(Layer):
     latent_params = ("weight",)
 
     def _setup(self, shape, fan_in, domain, binarize_input, weight_quantizer, input_quantizer,
-               init, init_density, init_scale, rng):
+               init, init_density, init_scale, rng, backend):
+        self.backend = check_backend(backend)
         self.domain = get_domain(domain)
         self.binarize_input = bool(binarize_input)
         self.weight_quantizer = get_quantizer(weight_quantizer)
@@ -144,16 +145,18 @@ class BinaryDense(_BinaryLayer):
     init_density : fraction of ones for ``"nearly_empty"``
     init_scale : half-width of the ``"uniform"`` init (default 1/sqrt(fan_in))
     rng : seed or Generator
+    backend : ``"auto" | "numba" | "numpy"``, who computes the exact +-1 product
+        of the hidden layers (a run-time choice, not saved)
     """
 
     def __init__(self, in_features, out_features, domain="learned", binarize_input=True,
                  weight_quantizer="clipped", input_quantizer="clipped", init="uniform",
-                 init_density=0.05, init_scale=None, rng=None):
+                 init_density=0.05, init_scale=None, rng=None, backend="auto"):
         super().__init__()
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
         self._setup((out_features, in_features), in_features, domain, binarize_input,
-                    weight_quantizer, input_quantizer, init, init_density, init_scale, rng)
+                    weight_quantizer, input_quantizer, init, init_density, init_scale, rng, backend)
 
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
@@ -170,7 +173,7 @@ class BinaryDense(_BinaryLayer):
         # compute S exactly (BLAS on +-1 values is exact below 2^24; the XNOR
         # kernel counts bits), so the fast path never changes a result.
         tau, phi = (xb.dtype.type(v) for v in self.tau_phi())
-        S = binary_product(xb, self.params["weight"])
+        S = binary_product(xb, self.params["weight"], self.backend)
         q = xb.sum(axis=1, keepdims=True)
         return tau * S + phi * q
 
@@ -191,13 +194,13 @@ class BinaryConv2d(_BinaryLayer):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  domain="learned", binarize_input=True, weight_quantizer="clipped",
                  input_quantizer="clipped", init="uniform", init_density=0.05, init_scale=None,
-                 rng=None):
+                 rng=None, backend="auto"):
         super().__init__()
         (self.in_channels, self.out_channels, self.kernel_size, self.stride,
          self.padding) = conv_geometry(in_channels, out_channels, kernel_size, stride, padding)
         k = self.kernel_size
         self._setup((out_channels, in_channels, k, k), in_channels * k * k, domain, binarize_input,
-                    weight_quantizer, input_quantizer, init, init_density, init_scale, rng)
+                    weight_quantizer, input_quantizer, init, init_density, init_scale, rng, backend)
 
     def get_config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
@@ -207,7 +210,7 @@ class BinaryConv2d(_BinaryLayer):
     def forward(self, x, training=False):
         xb = self._input(x)
         w_q, self._wcache = self.quantized_weight()
-        out, self._cache = F.conv2d_forward(xb, w_q, None, self.stride, self.padding)
+        out, self._cache = F.conv2d_forward(xb, w_q, None, self.stride, self.padding, self.backend)
         return out
 
     def backward(self, dout):

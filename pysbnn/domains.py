@@ -1,47 +1,26 @@
-r"""General binary domains {alpha, beta} (Sec. 3.2-3.3, Eq. 4-5, 12-15).
+r"""Binary domains: the rule that turns latent weights into binary weights
+(Sec. 3.2-3.4, Table 1), each with its exact backward pass.
 
-A binary layer keeps latent real weights ``w`` (any shape, N entries) and
-uses ``wbar = sign(w)`` in {-1, +1}. The real binary weights are
+A binary layer keeps latent real weights ``w`` and uses ``wbar = sign(w)``
+with ``w_q = tau wbar + phi`` (the forms and Eq. 15 are in
+:mod:`pysbnn.levels`). Given a sign STE from :mod:`pysbnn.quantizers`::
 
-.. math::
-    w_q = \tau\,\bar w + \phi = (w_{01} + \xi)\,\eta, \qquad
-    w_{01} = (\bar w + 1)/2 \in \{0, 1\},
+    w_q, cache = domain_forward("learned", w, tau, phi, quantizer="ede")
+    dw, dtau, dphi = domain_backward(dw_q, cache)
 
-so the layer's two levels are ``alpha = phi - tau`` and ``beta = phi + tau``.
-
-This module has three parts:
-
-1. ``optimal_tau_phi(w)``: the closed-form least-squares domain (Eq. 12-15);
-2. the maps between the (tau, phi), (alpha, beta) and (xi, eta) forms;
-3. four *domains*, i.e. the rule that turns latent weights into ``w_q``,
-   each with its exact backward pass given a sign STE from
-   ``pysbnn.quantizers``::
-
-       w_q, cache = domain_forward("learned", w, tau, phi, quantizer="ede")
-       dw, dtau, dphi = domain_backward(dw_q, cache)
-
-   ``sym`` ({-beta, +beta}, XNOR-Net), ``alpha_beta`` (Eq. 15 recomputed
-   every step), ``learned`` (tau, phi trained) and ``zero_one`` ({0, 1}, the
-   2021 paper). ``dtau``/``dphi`` are ``None`` unless the domain is
-   ``trainable``.
+``sym`` ({-beta, +beta}, XNOR-Net), ``alpha_beta`` (Eq. 15 recomputed every
+step), ``learned`` (tau, phi trained) and ``zero_one`` ({0, 1}, the 2021
+paper). ``dtau``/``dphi`` are ``None`` unless the domain is ``trainable``.
 """
 
 import abc
-from typing import NamedTuple
 
 import numpy as np
 
+from .levels import optimal_tau_phi, tau_phi_to_xi_eta
 from .quantizers import get_quantizer, sign
 
 __all__ = [
-    "QuantResult",
-    "optimal_tau_phi",
-    "tau_phi_to_alpha_beta",
-    "alpha_beta_to_tau_phi",
-    "tau_phi_to_xi_eta",
-    "xi_eta_to_tau_phi",
-    "alpha_beta_to_xi_eta",
-    "xi_eta_to_alpha_beta",
     "Domain",
     "Sym",
     "AlphaBeta",
@@ -52,159 +31,6 @@ __all__ = [
     "domain_forward",
     "domain_backward",
 ]
-
-
-# --------------------------------------------------------------------------
-# Eq. 12-15: the optimal domain for a fixed sign pattern
-# --------------------------------------------------------------------------
-
-class QuantResult(NamedTuple):
-    """Result of ``optimal_tau_phi``; all fields are Python floats.
-
-    ``tau, phi``: the domain (Eq. 15); ``alpha = phi - tau``, ``beta = phi + tau``;
-    ``p``: fraction of ones (``w >= 0``); ``error``: mean squared quantization
-    error ``||w - (tau*sign(w) + phi)||^2 / N``.
-    """
-
-    tau: float
-    phi: float
-    alpha: float
-    beta: float
-    p: float
-    error: float
-
-
-def optimal_tau_phi(w):
-    r"""Least-squares domain for the sign pattern of ``w`` (Eq. 12-15).
-
-    .. math::
-        \tau^*, \phi^* = \arg\min_{\tau,\phi}
-            \|\tilde{\mathbf w} - (\tau\bar{\mathbf w} + \phi\mathbf 1)\|_2
-        \qquad (12)
-
-    With :math:`p` the fraction of :math:`\bar w_i = +1` (i.e. ``w >= 0``),
-    :math:`c = 2p - 1`, :math:`a = \|\tilde{\mathbf w}\|_1/N` and
-    :math:`s = \mathrm{sum}(\tilde{\mathbf w})/N`:
-
-    .. math::
-        \tau^* = \frac{a - c\,s}{1 - c^2}, \qquad
-        \phi^* = \frac{s - c\,a}{1 - c^2}. \qquad (15)
-
-    Equivalently ``beta* = mean(w[w >= 0])`` and ``alpha* = mean(w[w < 0])``
-    (each level is the mean of the weights it replaces), so ``tau* > 0`` and
-    ``alpha* < beta*`` whenever both signs occur. ``p = 1/2`` gives
-    XNOR-Net's ``tau* = mean|w|`` with ``phi* = mean(w)``.
-
-    **Degenerate case** ``p in {0, 1}`` (all weights on one side): then
-    ``1 - c^2 = 0`` and every (tau, phi) with the single used level
-    ``phi + c*tau = mean(w)`` is optimal. We return the spread
-    ``tau = mean|w - mean(w)|`` (so ``alpha < beta`` still means something,
-    and ``tau = 0`` only for a constant ``w``) and ``phi = mean(w) - c*tau``.
-    *Proof of optimality:* every weight gets the same level
-    ``m = phi + c*tau``, and ``mean((w - m)^2) = var(w) + (mean(w) - m)^2``,
-    which is minimal, equal to ``var(w)``, exactly when ``m = mean(w)``.
-
-    Computed in float64 after dividing ``w`` by a power of two near
-    ``max|w|`` (exact for all but negligibly small entries), so huge weights
-    do not overflow; the result is never NaN. (``error`` may overflow to ``inf`` for weights near 1e154.)
-
-    Parameters
-    ----------
-    w : array_like, any shape (flattened), N >= 1 finite entries.
-
-    Returns
-    -------
-    QuantResult(tau, phi, alpha, beta, p, error) of Python floats.
-    """
-    w = np.asarray(w, dtype=np.float64).ravel()
-    if w.size == 0:
-        raise ValueError("w must be a non-empty array")
-    if not np.all(np.isfinite(w)):
-        raise ValueError("w must contain only finite values")
-    max_abs = float(np.max(np.abs(w)))
-    scale = float(np.ldexp(1.0, np.frexp(max_abs)[1])) if max_abs > 0 else 1.0
-    v = w / scale  # exact unless it underflows; signs are taken from w itself
-    wbar = sign(w)
-    p = np.count_nonzero(w >= 0) / w.size
-    c = 2.0 * p - 1.0
-    a = float(np.mean(np.abs(v)))
-    s = float(np.mean(v))
-    if p in (0.0, 1.0):
-        tau = float(np.mean(np.abs(v - s)))
-        phi = s - c * tau
-    else:
-        tau = (a - c * s) / (1.0 - c * c)
-        phi = (s - c * a) / (1.0 - c * c)
-    error = float(np.mean((v - (tau * wbar + phi)) ** 2))
-    tau, phi = tau * scale, phi * scale
-    with np.errstate(over="ignore"):
-        error = float(np.float64(error) * np.float64(scale) ** 2)
-    return QuantResult(tau, phi, phi - tau, phi + tau, p, error)
-
-
-# --------------------------------------------------------------------------
-# Eq. 4-5 and Sec. 3.3: three ways to write the same two levels
-# --------------------------------------------------------------------------
-
-def tau_phi_to_alpha_beta(tau, phi):
-    r"""Levels from the tau/phi form (Sec. 3.3): :math:`\alpha = \phi - \tau,\ \beta = \phi + \tau`.
-
-    Scalars or broadcastable arrays; returns ``(alpha, beta)``.
-    """
-    return phi - tau, phi + tau
-
-
-def alpha_beta_to_tau_phi(alpha, beta):
-    r"""Inverse of ``tau_phi_to_alpha_beta``: :math:`\tau = (\beta - \alpha)/2,\ \phi = (\alpha + \beta)/2`.
-
-    Scalars or broadcastable arrays; returns ``(tau, phi)``.
-    """
-    return (beta - alpha) / 2, (alpha + beta) / 2
-
-
-def tau_phi_to_xi_eta(tau, phi):
-    r"""The xi/eta form of Eq. 4 from tau/phi.
-
-    From :math:`\tau\bar w + \phi = (w_{01} + \xi)\eta` with
-    :math:`\bar w = 2w_{01} - 1`:
-
-    .. math::
-        \eta = 2\tau, \qquad \xi = \frac{\phi - \tau}{2\tau}.
-
-    The standard BNN ``tau = 1, phi = 0`` gives ``xi = -1/2, eta = 2``.
-    ``tau`` must be nonzero (``tau = 0`` collapses both levels into one).
-    Scalars or broadcastable arrays; returns ``(xi, eta)``.
-    """
-    if np.any(np.asarray(tau) == 0):
-        raise ValueError("tau must be nonzero to map to (xi, eta); got tau = 0")
-    return (phi - tau) / (2 * tau), 2 * tau
-
-
-def xi_eta_to_tau_phi(xi, eta):
-    r"""Inverse of ``tau_phi_to_xi_eta``: :math:`\tau = \eta/2,\ \phi = \eta(\xi + 1/2)`.
-
-    Scalars or broadcastable arrays; returns ``(tau, phi)``.
-    """
-    return eta / 2, eta * (xi + 0.5)
-
-
-def alpha_beta_to_xi_eta(alpha, beta):
-    r"""Invert Eq. 5: :math:`\eta = \beta - \alpha,\ \xi = \alpha / (\beta - \alpha)`.
-
-    Needs ``alpha != beta``. Scalars or broadcastable arrays; returns ``(xi, eta)``.
-    """
-    eta = beta - alpha
-    if np.any(np.asarray(eta) == 0):
-        raise ValueError("alpha and beta must differ to map to (xi, eta); got alpha == beta")
-    return alpha / eta, eta
-
-
-def xi_eta_to_alpha_beta(xi, eta):
-    r"""Eq. 5: :math:`\alpha = \xi\eta,\ \beta = (1 + \xi)\eta`.
-
-    Scalars or broadcastable arrays; returns ``(alpha, beta)``.
-    """
-    return xi * eta, (1 + xi) * eta
 
 
 # --------------------------------------------------------------------------

@@ -6,8 +6,10 @@ r"""Entropy, sparsity targets and the sparsity penalty (Eq. 6-8, 11, 16-19).
   ``SparsityTarget`` that holds all three;
 - ``sparsity_penalty``: j over all binary layers and its gradient (Eq. 16);
 - ``gamma_lambda``: the adaptive lambda of Eq. 18;
-- ``bop_ratio_bnn_over_sbnn``: Eq. 19 (corrected, see docs/errata.md);
-- ``REFERENCE_EC_GAMMA`` / ``default_gamma``: the reference (EC, gamma) pairs.
+- ``bop_ratio_bnn_over_sbnn``: Eq. 19 (corrected, see docs/errata.md).
+
+The training recipe (gamma per target, the gamma rule's threshold) is in
+:mod:`pysbnn.recipe`.
 
 A weight is a *one* of the {0, 1} domain when ``sign(w) = +1``, i.e. ``w >= 0``.
 """
@@ -27,13 +29,12 @@ __all__ = [
     "bits_from_ec",
     "ec_from_bits",
     "SparsityTarget",
+    "ones_of",
     "fraction_of_ones",
     "fraction_of_ones_per_layer",
     "sparsity_penalty",
     "gamma_lambda",
     "bop_ratio_bnn_over_sbnn",
-    "REFERENCE_EC_GAMMA",
-    "default_gamma",
 ]
 
 _LN2 = math.log(2.0)
@@ -252,19 +253,31 @@ def _check_weights(weights):
     return weights, n
 
 
-def fraction_of_ones(weights):
+def ones_of(w, binary=None):
+    """The ones of the {0, 1} domain as a bool array: ``w >= 0`` (``sign(w) = +1``).
+
+    Bool arrays, or any array with ``binary=True``, are taken as already
+    binary: their non-zeros are the ones.
+    """
+    w = np.asarray(w)
+    if binary is None:
+        binary = w.dtype == np.bool_
+    return (w != 0) if binary else (w >= 0)
+
+
+def fraction_of_ones(weights, binary=None):
     r"""Fraction of ones :math:`U/N` over all arrays together (Eq. 3, 11).
 
-    A one is ``sign(w) = +1``, i.e. ``w >= 0``; N is the total size.
-    ``weights``: list of arrays of any shapes.
+    A one is ``sign(w) = +1``, i.e. ``w >= 0`` (see :func:`ones_of`); N is the
+    total size. ``weights``: list of arrays of any shapes.
     """
     weights, n = _check_weights(weights)
-    return sum(int(np.count_nonzero(w >= 0)) for w in weights) / n
+    return sum(int(np.count_nonzero(ones_of(w, binary))) for w in weights) / n
 
 
-def fraction_of_ones_per_layer(weights):
+def fraction_of_ones_per_layer(weights, binary=None):
     """``[fraction_of_ones([w]) for w in weights]``: one float per array (0.0 if empty)."""
-    return [int(np.count_nonzero(np.asarray(w) >= 0)) / max(np.size(w), 1) for w in weights]
+    return [int(np.count_nonzero(ones_of(w, binary))) / max(np.size(w), 1) for w in weights]
 
 
 def sparsity_penalty(weights, ec):
@@ -354,36 +367,3 @@ def bop_ratio_bnn_over_sbnn(ec):
     ec = _in_range(ec, "ec", 0.0, 1.0, lo_open=True)
     with np.errstate(over="ignore"):  # inf for subnormal EC, honestly
         return _out(2.0 / ec)
-
-
-# --------------------------------------------------------------------------
-# The reference (EC, gamma) pairs
-# --------------------------------------------------------------------------
-
-#: (EC, gamma) pairs of the reference code for CIFAR-10 (binarized ResNet-18),
-#: by decreasing EC. (Its CIFAR-100 runs use (0.05, 0.05) ... (0.01, 0.07).)
-REFERENCE_EC_GAMMA = (
-    (0.50, 0.00),
-    (0.25, 0.02),
-    (0.10, 0.04),
-    (0.05, 0.07),
-    (0.04, 0.07),
-    (0.03, 0.08),
-    (0.02, 0.08),
-    (0.01, 0.10),
-)
-
-
-def default_gamma(ec):
-    r"""A gamma for a target EC, from ``REFERENCE_EC_GAMMA``.
-
-    Exact at the table's EC values; in between, linear interpolation in
-    :math:`\log \mathrm{EC}` (the table's EC values are roughly geometric);
-    outside, clamped: EC >= 0.5 gives 0.0 (no pressure needed, a BNN already
-    has about half ones) and EC <= 0.01 gives 0.10. Non-increasing in EC.
-    EC in (0, 1].
-    """
-    ec = float(_in_range(ec, "ec", 0.0, 1.0, lo_open=True))
-    xs = [math.log(e) for e, _ in reversed(REFERENCE_EC_GAMMA)]
-    ys = [g for _, g in reversed(REFERENCE_EC_GAMMA)]
-    return float(np.interp(math.log(ec), xs, ys))

@@ -8,6 +8,8 @@ Images are NHWC, dense weights ``(out_features, in_features)`` and conv weights
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .kernels.im2col import col2im, conv_output_size, im2col
+
 
 # --------------------------------------------------------------------- dense
 def dense_forward(x, w, b=None):
@@ -40,52 +42,11 @@ def dense_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------- conv
-def conv_output_size(size, kernel, stride, padding):
-    """Output length of a convolution along one axis: ``(size + 2p - k) // s + 1``."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def im2col(x, kh, kw, stride, padding):
-    """Patches of an NHWC batch as rows, built from a strided view (no pixel loop).
-
-    Parameters
-    ----------
-    x : (n, h, w, c) array
-
-    Returns
-    -------
-    cols : (n * ho * wo, kh * kw * c) array, columns ordered (dy, dx, channel)
-    """
-    n, h, w, c = x.shape
-    if padding:
-        x = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    ho = conv_output_size(h, kh, stride, padding)
-    wo = conv_output_size(w, kw, stride, padding)
-    # windows: (n, ho', wo', c, kh, kw) -> keep every stride-th window.
-    win = sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride][:, :ho, :wo]
-    return win.transpose(0, 1, 2, 4, 5, 3).reshape(n * ho * wo, kh * kw * c)
-
-
-def col2im(dcols, x_shape, kh, kw, stride, padding):
-    """Adjoint of :func:`im2col`: scatter-add patch gradients back to an NHWC array.
-
-    Loops over the ``kh * kw`` kernel taps only (9 for a 3x3 kernel), never over pixels.
-    """
-    n, h, w, c = x_shape
-    ho = conv_output_size(h, kh, stride, padding)
-    wo = conv_output_size(w, kw, stride, padding)
-    d = dcols.reshape(n, ho, wo, kh, kw, c)
-    dxp = np.zeros((n, h + 2 * padding, w + 2 * padding, c), dtype=dcols.dtype)
-    for dy in range(kh):
-        for dx in range(kw):
-            dxp[:, dy:dy + stride * ho:stride, dx:dx + stride * wo:stride] += d[:, :, :, dy, dx]
-    if padding:
-        return dxp[:, padding:-padding, padding:-padding]
-    return dxp
-
-
-def conv2d_forward(x, w, b=None, stride=1, padding=0):
+def conv2d_forward(x, w, b=None, stride=1, padding=0, backend="auto"):
     """2-D cross-correlation (what deep-learning libraries call convolution).
+
+    One patch matrix and one GEMM: ``out = im2col(x) @ wmat^T`` (a 1x1
+    convolution without padding needs no im2col, a strided view suffices).
 
     Parameters
     ----------
@@ -93,6 +54,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     w : (c_out, c_in, kh, kw) array
     b : (c_out,) array or None
     stride, padding : int
+    backend : ``"auto" | "numba" | "numpy"``, who copies the patches
+        (:mod:`pysbnn.kernels.im2col`; the results are identical)
 
     Returns
     -------
@@ -103,24 +66,44 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     if x.shape[-1] != c_in:
         raise ValueError(f"conv2d: input has {x.shape[-1]} channels, weight expects {c_in}")
     n, h, wd, _ = x.shape
-    ho = conv_output_size(h, kh, stride, padding)
-    wo = conv_output_size(wd, kw, stride, padding)
-    cols = im2col(x, kh, kw, stride, padding)
+    ho, wo = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    if kh == kw == 1 and padding == 0:
+        cols = np.ascontiguousarray(x[:, ::stride, ::stride]).reshape(n * ho * wo, c_in)
+    else:
+        cols = im2col(x, kh, kw, stride, padding, backend)
     wmat = w.transpose(0, 2, 3, 1).reshape(c_out, -1)      # columns (dy, dx, channel)
     out = cols @ wmat.T
     if b is not None:
         out += b
-    cache = (x.shape, cols, wmat, w.shape, stride, padding, b is not None)
+    cache = (x.shape, cols, wmat, w.shape, stride, padding, b is not None, backend)
     return out.reshape(n, ho, wo, c_out), cache
 
 
 def conv2d_backward(dout, cache):
-    """Gradients of :func:`conv2d_forward`: returns ``dx, dw, db``."""
-    x_shape, cols, wmat, w_shape, stride, padding, has_bias = cache
+    """Gradients ``dx, dw, db`` of :func:`conv2d_forward` (db None without bias).
+
+    ``dw = (cols^T dout)^T`` (the GEMM orientation OpenBLAS runs fastest for a
+    tall, narrow ``dout``). The input gradient of a stride-1 convolution is
+    itself a convolution: of ``dout`` with the kernel flipped in space and its
+    channel axes swapped, padded by ``k - 1 - p``; one im2col + GEMM replaces
+    a ``(P, k k c_in)`` GEMM followed by a ``k * k``-pass col2im (measured: the
+    largest saving of a ResNet step). Strided convolutions use GEMM + col2im,
+    1x1 convolutions neither.
+    """
+    x_shape, cols, wmat, w_shape, stride, padding, has_bias, backend = cache
     c_out, c_in, kh, kw = w_shape
-    d2 = dout.reshape(-1, c_out)
-    dw = (d2.T @ cols).reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
-    dx = col2im(d2 @ wmat, x_shape, kh, kw, stride, padding)
+    d2 = np.ascontiguousarray(dout).reshape(-1, c_out)
+    dw = (cols.T @ d2).T.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+    n, h, w, _ = x_shape
+    if kh == kw == 1 and padding == 0:
+        dx = np.zeros(x_shape, dtype=d2.dtype)
+        dx[:, ::stride, ::stride] = (d2 @ wmat).reshape(n, (h - 1) // stride + 1, (w - 1) // stride + 1, c_in)
+    elif stride == 1 and kh == kw and padding < kh:
+        w_flip = wmat.reshape(c_out, kh, kw, c_in)[:, ::-1, ::-1].transpose(3, 1, 2, 0)  # (c_in, kh, kw, c_out)
+        dcols = im2col(np.asarray(dout), kh, kw, 1, kh - 1 - padding, backend)
+        dx = (dcols @ w_flip.reshape(c_in, -1).T).reshape(n, h, w, c_in)
+    else:
+        dx = col2im(d2 @ wmat, x_shape, kh, kw, stride, padding, backend)
     db = d2.sum(axis=0) if has_bias else None
     return dx, dw, db
 

@@ -9,6 +9,7 @@ Every layer has ``params`` and ``grads`` (dicts with the same keys), ``buffers``
 import numpy as np
 
 from . import functional as F
+from .kernels.jit import check_backend
 
 LAYER_REGISTRY = {}
 
@@ -91,6 +92,19 @@ class Layer:
                         d[key] = value.astype(dtype)
         return self
 
+    def set_backend(self, backend):
+        """Run the fast paths of this layer and its descendants on ``backend``.
+
+        ``"auto"`` (the default of every layer), ``"numba"`` or ``"numpy"``
+        (see :mod:`pysbnn.kernels.jit`); the results agree to float rounding.
+        A run-time choice: it is not saved with the model. Returns self.
+        """
+        check_backend(backend)
+        for _, layer in self.named_layers():
+            if hasattr(layer, "backend"):
+                layer.backend = backend
+        return self
+
     def zero_grad(self):
         for _, layer in self.named_layers():
             for key, value in layer.params.items():
@@ -147,12 +161,14 @@ class Conv2d(Layer):
     """2-D convolution on NHWC input; weight (out_channels, in_channels, k, k).
 
     x (n, h, w, in_channels) -> (n, ho, wo, out_channels) with
-    ``ho = (h + 2 padding - k) // stride + 1``.
+    ``ho = (h + 2 padding - k) // stride + 1``. ``backend`` chooses who copies
+    the patches (see :func:`pysbnn.functional.conv2d_forward`).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 bias=True, rng=None):
+                 bias=True, rng=None, backend="auto"):
         super().__init__()
+        self.backend = check_backend(backend)
         (self.in_channels, self.out_channels, self.kernel_size, self.stride,
          self.padding) = conv_geometry(in_channels, out_channels, kernel_size, stride, padding)
         self.bias = bool(bias)
@@ -171,7 +187,7 @@ class Conv2d(Layer):
 
     def forward(self, x, training=False):
         out, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                            self.stride, self.padding)
+                                            self.stride, self.padding, self.backend)
         return out
 
     def backward(self, dout):

@@ -26,7 +26,7 @@ from .binary import BinaryConv2d
 from .functional import conv_output_size
 from .layers import BatchNorm1d, BatchNorm2d, Conv2d, Dense, GlobalAvgPool, HardTanh, Normalize
 from .layers import check_positive_int
-from .model import Residual, Sequential
+from .containers import Residual, Sequential
 
 #: Per-channel pixel statistics (/255) used by default, by number of input channels.
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import entropy
 from .functional import one_hot, softmax_cross_entropy
-from .model import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
+from .serialize import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
 
 
@@ -31,11 +31,11 @@ def latent_weights(model):
 
 def sparsity_report(model):
     """Fraction of ones globally and per binary layer, and bits/weight h(p) (Eq. 6)."""
-    per_layer = {n: float(np.mean(np.concatenate([(l.params[k] >= 0).ravel() for k in l.latent_params])))
-                 for n, l in binary_layers(model)}
     ws = latent_weights(model)
     if not ws:
         return {}
+    per_layer = {n: entropy.fraction_of_ones([l.params[k] for k in l.latent_params])
+                 for n, l in binary_layers(model)}
     ones = entropy.fraction_of_ones(ws)
     return {"ones": float(ones), "bits_per_weight": float(entropy.binary_entropy(ones)),
             "ones_per_layer": per_layer}

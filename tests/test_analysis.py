@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from pysbnn import analysis as an
+from pysbnn.entropy import fraction_of_ones
 
 
 def single_one_kernels():
@@ -81,7 +82,7 @@ def test_bparams_table3_rule():
 
 def test_dense_layer_counts():
     w = np.array([[0.5, -1.0, 0.0, -2.0], [-0.1, -0.2, -0.3, 1.0]])   # ones: 0.5, 0.0, 1.0
-    assert an.ones_fraction(w) == pytest.approx(3 / 8)
+    assert fraction_of_ones([w]) == pytest.approx(3 / 8)
     assert an.bops_bnn_dense(2, 4, B=5) == 80
     assert an.bops_sparse_dense(w, B=5) == 15
     assert an.bits_per_weight(w) == pytest.approx(-(3 / 8) * np.log2(3 / 8) - (5 / 8) * np.log2(5 / 8))

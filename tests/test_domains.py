@@ -5,19 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pysbnn.domains import (
-    DOMAINS,
-    AlphaBeta,
-    Learned,
+from pysbnn.domains import DOMAINS, AlphaBeta, Learned, Sym, ZeroOne, domain_backward, domain_forward, get_domain
+from pysbnn.levels import (
     QuantResult,
-    Sym,
-    ZeroOne,
     alpha_beta_to_tau_phi,
     alpha_beta_to_xi_eta,
-    domain_backward,
-    domain_forward,
-    get_domain,
     optimal_tau_phi,
+    quantization_error_gradient,
     tau_phi_to_alpha_beta,
     tau_phi_to_xi_eta,
     xi_eta_to_alpha_beta,

@@ -8,12 +8,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from pysbnn.entropy import (
-    REFERENCE_EC_GAMMA,
     SparsityTarget,
     binary_entropy,
     bits_from_ec,
     bop_ratio_bnn_over_sbnn,
-    default_gamma,
     ec_from_bits,
     ec_from_sparsity,
     fraction_of_ones,
@@ -25,6 +23,7 @@ from pysbnn.entropy import (
     sparsity_from_ec,
     sparsity_penalty,
 )
+from pysbnn.recipe import REFERENCE_EC_GAMMA, default_gamma
 from strategies import entropies, expected_connections, gammas, losses, probabilities
 
 

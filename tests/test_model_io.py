@@ -80,7 +80,7 @@ def test_non_pysbnn_npz_and_wrong_version(tmp_path):
     np.savez(plain, a=np.zeros(3))
     with pytest.raises(ValueError, match="plain.npz.*__meta__"):
         pysbnn.load_model(plain)
-    from pysbnn.model import encode_json
+    from pysbnn.serialize import encode_json
     future = tmp_path / "future.npz"
     np.savez(future, __meta__=encode_json({"kind": "model", "format_version": 99, "spec": {}}))
     with pytest.raises(ValueError, match="future.npz.*format version 99"):

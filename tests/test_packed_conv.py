@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pysbnn import analysis
-from pysbnn.packed import conv_kernels as ck
-from pysbnn.packed import conv_reference as cr
+from pysbnn.kernels import conv_bnn, conv_layout, conv_sbnn
+from pysbnn.levels import sbnn_output
 
 
 def float_conv(x, w, stride, padding):
@@ -49,15 +49,15 @@ def weights_of(kind, C_out, C_in, rng):
 
 def check_all(x, latent, w01, stride, padding, parallel=None):
     n = x.shape[0]
-    H_out, W_out = cr.conv_out_size(x.shape[1], x.shape[2], stride, padding)
+    H_out, W_out = conv_layout.conv_out_size(x.shape[1], x.shape[2], stride, padding)
     positions = n * H_out * W_out
     C_out, C_in = w01.shape[:2]
 
     # Kernel A: float conv == reference == numba kernel; counts == analytic
     wpm = np.where(latent >= 0, 1.0, -1.0)
     f = float_conv(x, wpm, stride, padding)
-    ra, ops_ra = cr.bnn_conv3x3_reference(x, latent, stride, padding)
-    ka, ops_ka = ck.bnn_conv3x3(x, latent, stride, padding, parallel=parallel, backend="numba")
+    ra, ops_ra = conv_bnn.bnn_conv3x3_reference(x, latent, stride, padding)
+    ka, ops_ka = conv_bnn.bnn_conv3x3(x, latent, stride, padding, parallel=parallel, backend="numba")
     assert ra.dtype == ka.dtype == np.int32
     np.testing.assert_array_equal(ra, f)
     np.testing.assert_array_equal(ka, ra)
@@ -66,8 +66,8 @@ def check_all(x, latent, w01, stride, padding, parallel=None):
 
     # Kernel B
     f = float_conv(x, w01.astype(np.float64), stride, padding)
-    rb, ops_rb = cr.sbnn_conv3x3_reference(x, w01, stride, padding)
-    kb, ops_kb = ck.sbnn_conv3x3(x, w01, stride, padding, parallel=parallel, backend="numba")
+    rb, ops_rb = conv_sbnn.sbnn_conv3x3_reference(x, w01, stride, padding)
+    kb, ops_kb = conv_sbnn.sbnn_conv3x3(x, w01, stride, padding, parallel=parallel, backend="numba")
     assert rb.shape == kb.shape == f.shape and kb.dtype == np.int32
     np.testing.assert_array_equal(rb, f)
     np.testing.assert_array_equal(kb, rb)
@@ -89,7 +89,7 @@ def test_word_boundaries(C_in, stride, padding):
     rng = np.random.default_rng(C_in * 10 + stride * 2 + padding)
     for (H, W), kind, positions in zip(SIZES[stride, padding], ["0.3", "k1", "ones", "0.02"],
                                        [63, 64, 65, 128]):
-        H_out, W_out = cr.conv_out_size(H, W, stride, padding)
+        H_out, W_out = conv_layout.conv_out_size(H, W, stride, padding)
         assert H_out * (W if stride == 1 else W_out) == positions
         latent, w01 = weights_of(kind, 3, C_in, rng)
         check_all(pm1(rng, (1, H, W, C_in)), latent, w01, stride, padding)
@@ -131,7 +131,7 @@ def test_k1_layer_is_a_sum_of_shifted_copies():
     rng = np.random.default_rng(5)
     _, w01 = weights_of("k1", 4, 6, rng)
     x = pm1(rng, (1, 7, 8, 6))
-    z, ops = ck.sbnn_conv3x3(x, w01, 1, 1)
+    z, ops = conv_sbnn.sbnn_conv3x3(x, w01, 1, 1)
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     want = np.zeros_like(z, dtype=np.float64)
     for o in range(4):
@@ -146,23 +146,23 @@ def test_packed_entry_points_and_layouts():
     rng = np.random.default_rng(2)
     x = pm1(rng, (2, 6, 7, 70))
     latent, w01 = weights_of("0.2", 5, 70, rng)
-    xp = cr.pack_pixels(x, 1)
+    xp = conv_layout.pack_pixels(x, 1, backend="numpy")
     assert xp.shape == (2, 8, 9, 2) and xp.dtype == np.uint64
     assert not xp[:, 0].any() and not xp[:, :, -1].any()          # padding ring is zero
-    planes = cr.pack_planes(x)
-    np.testing.assert_array_equal(cr._unpack_planes(planes, 6, 7), x >= 0)
-    bplan, splan = ck.prepare_bnn_conv3x3(latent), ck.prepare_sbnn_conv3x3(w01)
-    a1, _ = ck.bnn_conv3x3_packed(xp, bplan, 6, 7, 1, 1)
-    b1, _ = ck.sbnn_conv3x3_packed(planes, splan, 6, 7, 1, 1)
-    np.testing.assert_array_equal(a1, cr.bnn_conv3x3_reference(x, latent)[0])
-    np.testing.assert_array_equal(b1, cr.sbnn_conv3x3_reference(x, w01)[0])
+    planes = conv_layout.pack_planes(x, backend="numpy")
+    np.testing.assert_array_equal(conv_layout._unpack_planes(planes, 6, 7), x >= 0)
+    bplan, splan = conv_bnn.prepare_bnn_conv3x3(latent), conv_sbnn.prepare_sbnn_conv3x3(w01)
+    a1, _ = conv_bnn.bnn_conv3x3_packed(xp, bplan, 6, 7, 1, 1)
+    b1, _ = conv_sbnn.sbnn_conv3x3_packed(planes, splan, 6, 7, 1, 1)
+    np.testing.assert_array_equal(a1, conv_bnn.bnn_conv3x3_reference(x, latent)[0])
+    np.testing.assert_array_equal(b1, conv_sbnn.sbnn_conv3x3_reference(x, w01)[0])
     # the NumPy backend gives the same numbers
-    np.testing.assert_array_equal(ck.bnn_conv3x3_packed(xp, bplan, 6, 7, backend="numpy")[0], a1)
-    np.testing.assert_array_equal(ck.sbnn_conv3x3_packed(planes, splan, 6, 7, backend="numpy")[0], b1)
+    np.testing.assert_array_equal(conv_bnn.bnn_conv3x3_packed(xp, bplan, 6, 7, backend="numpy")[0], a1)
+    np.testing.assert_array_equal(conv_sbnn.sbnn_conv3x3_packed(planes, splan, 6, 7, backend="numpy")[0], b1)
     with pytest.raises(ValueError):
-        ck.sbnn_conv3x3_packed(planes, splan, 20, 7)
+        conv_sbnn.sbnn_conv3x3_packed(planes, splan, 20, 7)
     with pytest.raises(ValueError):
-        cr.conv_out_size(1, 5, 1, 0)
+        conv_layout.conv_out_size(1, 5, 1, 0)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 3, 1), (2, 7, 9, 63), (1, 8, 8, 64), (3, 5, 13, 65)])
@@ -170,12 +170,16 @@ def test_numba_packers_equal_the_references(shape):
     x = pm1(np.random.default_rng(1), shape)
     x[..., 0] = 0.0                                          # sign(0) = +1
     for p in (0, 1):
-        np.testing.assert_array_equal(ck.pack_pixels(x, p, backend="numba"), cr.pack_pixels(x, p))
-    np.testing.assert_array_equal(ck.pack_planes(x, backend="numba"), cr.pack_planes(x))
+        np.testing.assert_array_equal(conv_layout.pack_pixels(x, p, backend="numba"),
+                                      conv_layout.pack_pixels(x, p, backend="numpy"))
+    np.testing.assert_array_equal(conv_layout.pack_planes(x, backend="numba"),
+                                  conv_layout.pack_planes(x, backend="numpy"))
     xc = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)   # channel-major
-    assert ck._channel_major(xc) == (x.shape[3] > 1 and x.shape[1] * x.shape[2] > 1)
-    np.testing.assert_array_equal(ck.pack_pixels(xc, 1, backend="numba"), cr.pack_pixels(x, 1))
-    np.testing.assert_array_equal(ck.pack_planes(xc, backend="numba"), cr.pack_planes(x))
+    assert conv_layout._channel_major(xc) == (x.shape[3] > 1 and x.shape[1] * x.shape[2] > 1)
+    np.testing.assert_array_equal(conv_layout.pack_pixels(xc, 1, backend="numba"),
+                                  conv_layout.pack_pixels(x, 1, backend="numpy"))
+    np.testing.assert_array_equal(conv_layout.pack_planes(xc, backend="numba"),
+                                  conv_layout.pack_planes(x, backend="numpy"))
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"),
@@ -186,13 +190,13 @@ def test_sbnn_layers_chain_without_transposes():
     rng = np.random.default_rng(4)
     x = pm1(rng, (2, 6, 5, 7))
     w1, w2 = rng.random((9, 7, 3, 3)) < 0.3, rng.random((4, 9, 3, 3)) < 0.3
-    z1, _ = ck.sbnn_conv3x3(x, w1)
+    z1, _ = conv_sbnn.sbnn_conv3x3(x, w1)
     a1 = np.where(z1 >= 0, 1.0, -1.0)             # elementwise ops keep the memory layout
-    assert ck._channel_major(a1)
-    z2, _ = ck.sbnn_conv3x3(a1, w2)
+    assert conv_layout._channel_major(a1)
+    z2, _ = conv_sbnn.sbnn_conv3x3(a1, w2)
     np.testing.assert_array_equal(z2, float_conv(np.ascontiguousarray(a1), w2.astype(float), 1, 1))
-    np.testing.assert_array_equal(ck.bnn_conv3x3(a1, w2 - 0.5)[0],
-                                  cr.bnn_conv3x3_reference(np.ascontiguousarray(a1), w2 - 0.5)[0])
+    np.testing.assert_array_equal(conv_bnn.bnn_conv3x3(a1, w2 - 0.5)[0],
+                                  conv_bnn.bnn_conv3x3_reference(np.ascontiguousarray(a1), w2 - 0.5)[0])
 
 
 def test_sbnn_output_eq20():
@@ -201,12 +205,12 @@ def test_sbnn_output_eq20():
     x = pm1(rng, (2, 7, 6, 5))
     w01 = rng.random((4, 5, 3, 3)) < 0.3
     for stride, padding in [(1, 1), (2, 0)]:
-        zp, _ = ck.sbnn_conv3x3(x, w01, stride, padding)
-        q = cr.conv3x3_ones(x, stride, padding)
+        zp, _ = conv_sbnn.sbnn_conv3x3(x, w01, stride, padding)
+        q = conv_sbnn.conv3x3_ones(x, stride, padding)
         ones_conv = float_conv(x, np.ones((1, 5, 3, 3)), stride, padding)
         np.testing.assert_array_equal(q, ones_conv)
         xi, eta = -0.5, np.array([2.0, 1.5, 0.25, 3.0])
-        z = cr.sbnn_conv_output(zp, q, xi, eta)
+        z = sbnn_output(zp, q, xi, eta)
         w = (w01 + xi) * eta[:, None, None, None]
         np.testing.assert_allclose(z, float_conv(x, w, stride, padding), rtol=1e-12, atol=1e-12)
 
@@ -214,7 +218,7 @@ def test_sbnn_output_eq20():
 def test_latent_weights_use_w_ge_0():
     w = np.array([0.0, -1e-9, 2.0, -3.0, 0.0, 1.0, -1.0, 0.5, -0.5]).reshape(1, 1, 3, 3)
     x = np.ones((1, 3, 3, 1))
-    z, ops = ck.sbnn_conv3x3(x, w, 1, 0)
+    z, ops = conv_sbnn.sbnn_conv3x3(x, w, 1, 0)
     assert z.ravel().tolist() == [5]                              # the five w >= 0
     assert ops["popcount"] == 5
 
@@ -234,15 +238,15 @@ def test_kernel_code_runs_uncompiled():
     its SIMD helpers) runs as plain Python and gives the same numbers."""
     code = (
         "import numpy as np\n"
-        "from pysbnn.packed import conv_kernels as ck, conv_reference as cr\n"
+        "from pysbnn.kernels import conv_bnn, conv_sbnn\n"
         "rng = np.random.default_rng(0)\n"
         "x = np.where(rng.random((1, 6, 5, 3)) < 0.5, -1.0, 1.0)\n"
         "w = rng.standard_normal((2, 3, 3, 3)); w01 = rng.random((2, 3, 3, 3)) < 0.4\n"
         "for s, p in [(1, 1), (2, 0)]:\n"
-        "    a = ck.bnn_conv3x3(x, w, s, p, backend='numba')\n"
-        "    b = ck.sbnn_conv3x3(x, w01, s, p, backend='numba')\n"
-        "    assert (a[0] == cr.bnn_conv3x3_reference(x, w, s, p)[0]).all() and a[1]['total'] > 0\n"
-        "    rb = cr.sbnn_conv3x3_reference(x, w01, s, p)\n"
+        "    a = conv_bnn.bnn_conv3x3(x, w, s, p, backend='numba')\n"
+        "    b = conv_sbnn.sbnn_conv3x3(x, w01, s, p, backend='numba')\n"
+        "    assert (a[0] == conv_bnn.bnn_conv3x3_reference(x, w, s, p)[0]).all() and a[1]['total'] > 0\n"
+        "    rb = conv_sbnn.sbnn_conv3x3_reference(x, w01, s, p)\n"
         "    assert (b[0] == rb[0]).all() and b[1] == rb[1]\n"
         "print('ok')\n")
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")

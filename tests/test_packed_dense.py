@@ -16,12 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pysbnn.packed import bits
-from pysbnn.packed import dense_kernels as dk
-from pysbnn.packed import reference as ref
+from pysbnn import analysis
+from pysbnn.kernels import intrinsics, jit, sliced, words, wordskip, xnor
+from pysbnn.levels import sbnn_output
 
 KS = [1, 63, 64, 65, 127, 128, 129, 300]
-JIT_ON = bits.numba_available() and not bits.jit_disabled()
+JIT_ON = jit.numba_available() and not jit.jit_disabled()
 needs_jit = pytest.mark.skipif(not JIT_ON, reason="numba missing or NUMBA_DISABLE_JIT=1")
 SETTINGS = settings(max_examples=15, deadline=None)
 
@@ -51,13 +51,13 @@ def _pm1(v):
 @SETTINGS
 def test_pack_signs_matches_reference_and_round_trips(B, K, seed):
     x, _, _ = _case(seed, B, K, 1, 0.5)
-    packed = bits.pack_signs(x)
-    assert packed.dtype == np.uint64 and packed.shape == (B, bits.n_words(K))
-    np.testing.assert_array_equal(packed, bits.pack_signs_numpy(x))
-    np.testing.assert_array_equal(bits.unpack_bits(packed, K), x >= 0)
-    np.testing.assert_array_equal(bits.unpack_signs(packed, K), _pm1(x))
+    packed = words.pack_signs(x)
+    assert packed.dtype == np.uint64 and packed.shape == (B, words.n_words(K))
+    np.testing.assert_array_equal(packed, words.pack_signs_numpy(x))
+    np.testing.assert_array_equal(words.unpack_bits(packed, K), x >= 0)
+    np.testing.assert_array_equal(words.unpack_signs(packed, K), _pm1(x))
     # padding bits are zero
-    pad = bits.n_words(K) * 64 - K
+    pad = words.n_words(K) * 64 - K
     if pad:
         high = np.uint64(((1 << pad) - 1) << (64 - pad))
         assert not np.any(packed[:, -1] & high)
@@ -67,51 +67,51 @@ def test_pack_signs_matches_reference_and_round_trips(B, K, seed):
 @SETTINGS
 def test_pack_batch_sliced_matches_reference_and_round_trips(B, K, seed):
     x, _, _ = _case(seed, B, K, 1, 0.5)
-    xs = bits.pack_batch_sliced(x)
-    assert xs.shape == (K, bits.n_words(B))
-    np.testing.assert_array_equal(xs, bits.pack_batch_sliced_numpy(x))
-    np.testing.assert_array_equal(bits.unpack_batch_sliced(xs, B), x >= 0)
-    np.testing.assert_array_equal(xs, bits.pack_bits((x >= 0).T))   # same words, transposed
+    xs = words.pack_batch_sliced(x)
+    assert xs.shape == (K, words.n_words(B))
+    np.testing.assert_array_equal(xs, words.pack_batch_sliced_numpy(x))
+    np.testing.assert_array_equal(words.unpack_batch_sliced(xs, B), x >= 0)
+    np.testing.assert_array_equal(xs, words.pack_bits((x >= 0).T))   # same words, transposed
 
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_packing_kernels_serial_and_parallel_agree(parallel):
     x, _, _ = _case(3, 131, 200, 1, 0.5)
-    np.testing.assert_array_equal(bits.pack_signs(x, parallel=parallel), bits.pack_signs_numpy(x))
-    np.testing.assert_array_equal(bits.pack_batch_sliced(x, parallel=parallel),
-                                  bits.pack_batch_sliced_numpy(x))
+    np.testing.assert_array_equal(words.pack_signs(x, parallel=parallel), words.pack_signs_numpy(x))
+    np.testing.assert_array_equal(words.pack_batch_sliced(x, parallel=parallel),
+                                  words.pack_batch_sliced_numpy(x))
 
 
 @given(b=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, max_side=130),
                     elements=st.integers(0, 1)))
 @SETTINGS
 def test_pack_bits_round_trip(b):
-    np.testing.assert_array_equal(bits.unpack_bits(bits.pack_bits(b), b.shape[1]), b)
+    np.testing.assert_array_equal(words.unpack_bits(words.pack_bits(b), b.shape[1]), b)
 
 
 def test_pack_bits_rejects_non_binary():
     with pytest.raises(ValueError):
-        bits.pack_bits(np.array([[0, 2]]))
+        words.pack_bits(np.array([[0, 2]]))
 
 
-@given(words=hnp.arrays(np.uint64, st.integers(1, 40), elements=st.integers(0, 2**64 - 1)))
+@given(ws=hnp.arrays(np.uint64, st.integers(1, 40), elements=st.integers(0, 2**64 - 1)))
 @SETTINGS
-def test_swar_popcount_equals_bitwise_count(words):
-    expected = np.bitwise_count(words)
-    assert [bits.popcount64(v) for v in words] == expected.tolist()
-    np.testing.assert_array_equal(bits.popcount_numpy(words), expected)
+def test_swar_popcount_equals_bitwise_count(ws):
+    expected = np.bitwise_count(ws)
+    assert [intrinsics.popcount64(v) for v in ws] == expected.tolist()
+    np.testing.assert_array_equal(words.popcount_numpy(ws), expected)
 
 
 def test_swar_popcount_edge_words():
     for v in [0, 1, 2**63, 2**64 - 1, 0x5555555555555555, 0xAAAAAAAAAAAAAAAA]:
-        assert bits.popcount64(v) == bin(v).count("1")
+        assert intrinsics.popcount64(v) == bin(v).count("1")
 
 
 @needs_jit
 def test_compiled_popcount_is_a_hardware_instruction():
     """The ctpop intrinsic must reach the CPU's popcount (popcnt / vpopcntq)."""
-    assert bits.popcount_backend() == "llvm.ctpop"
-    asm = bits.popcount_asm()
+    assert intrinsics.popcount_backend() == "llvm.ctpop"
+    asm = intrinsics.popcount_asm()
     assert "popcnt" in asm, "no popcnt instruction in the jitted probe"
 
 
@@ -120,13 +120,13 @@ def test_compiled_popcount_is_a_hardware_instruction():
 
 def _run_all(x, w, w01, backend, parallel):
     B, K = x.shape
-    a = bits.pack_signs(x, backend=backend)
-    wb, w01b = bits.pack_signs(w, backend=backend), bits.pack_bits(w01)
-    xs = bits.pack_batch_sliced(x, backend=backend)
+    a = words.pack_signs(x, backend=backend)
+    wb, w01b = words.pack_signs(w, backend=backend), words.pack_bits(w01)
+    xs = words.pack_batch_sliced(x, backend=backend)
     kw = dict(backend=backend, parallel=parallel, return_ops=True)
-    return {"xnor": dk.xnor_gemm(a, wb, K, **kw),
-            "wordskip": dk.sbnn_gemm(a, w01b, K, **kw),
-            "sliced": dk.sbnn_gemm_sliced(xs, w01b, B, K, **kw)}
+    return {"xnor": xnor.xnor_gemm(a, wb, K, **kw),
+            "wordskip": wordskip.sbnn_gemm(a, w01b, K, **kw),
+            "sliced": sliced.sbnn_gemm_sliced(xs, w01b, B, K, **kw)}
 
 
 def _check_against_reference(x, w, w01, parallel):
@@ -142,10 +142,10 @@ def _check_against_reference(x, w, w01, parallel):
         np.testing.assert_array_equal(z, want[name][0], err_msg=name)
         np.testing.assert_array_equal(z, z_float, err_msg=name + " vs float")
         assert ops == want[name][1], name
-    w01b = bits.pack_bits(w01)
-    assert got["xnor"][1] == ref.bops_xnor_dense(B, K, M)
-    assert got["wordskip"][1] == ref.bops_sbnn_wordskip(w01b, B)
-    assert got["sliced"][1] == ref.bops_sbnn_ones(w01, B)
+    w01b = words.pack_bits(w01)
+    assert got["xnor"][1] == analysis.bops_bnn_dense(M, K, B)
+    assert got["wordskip"][1] == analysis.bops_wordskip(w01b, B)
+    assert got["sliced"][1] == analysis.bops_sparse(w01, B)
 
 
 @given(B=st.integers(1, 70), K=st.sampled_from(KS), M=st.integers(1, 70),
@@ -171,23 +171,23 @@ def test_kernels_on_edge_shapes(B, K, M, density, parallel):
 
 def test_prepared_weights_give_the_same_result():
     x, w, w01 = _case(7, 9, 100, 70, 0.2)
-    a, w01b = bits.pack_signs(x), bits.pack_bits(w01)
-    wb = bits.pack_signs(w)
-    np.testing.assert_array_equal(dk.xnor_gemm(a, dk.prepare_xnor(wb, 100)), dk.xnor_gemm(a, wb, 100))
-    np.testing.assert_array_equal(dk.sbnn_gemm(a, dk.prepare_wordskip(w01b, 100)),
-                                  dk.sbnn_gemm(a, w01b, 100))
-    xs = bits.pack_batch_sliced(x)
-    np.testing.assert_array_equal(dk.sbnn_gemm_sliced(xs, dk.prepare_sliced(w01b, 100), 9),
-                                  dk.sbnn_gemm(a, w01b, 100))
+    a, w01b = words.pack_signs(x), words.pack_bits(w01)
+    wb = words.pack_signs(w)
+    np.testing.assert_array_equal(xnor.xnor_gemm(a, xnor.prepare_xnor(wb, 100)), xnor.xnor_gemm(a, wb, 100))
+    np.testing.assert_array_equal(wordskip.sbnn_gemm(a, wordskip.prepare_wordskip(w01b, 100)),
+                                  wordskip.sbnn_gemm(a, w01b, 100))
+    xs = words.pack_batch_sliced(x)
+    np.testing.assert_array_equal(sliced.sbnn_gemm_sliced(xs, sliced.prepare_sliced(w01b, 100), 9),
+                                  wordskip.sbnn_gemm(a, w01b, 100))
     with pytest.raises(ValueError):
-        dk.xnor_gemm(a, dk.prepare_xnor(wb, 100), 101)
+        xnor.xnor_gemm(a, xnor.prepare_xnor(wb, 100), 101)
 
 
 def test_prepare_sliced_lists_the_ones():
     w01 = np.zeros((3, 70), bool)
     w01[1, [0, 5, 69]] = True
     w01[2] = True
-    w = dk.prepare_sliced(bits.pack_bits(w01), 70)
+    w = sliced.prepare_sliced(words.pack_bits(w01), 70)
     assert w.ones.tolist() == [0, 3, 70]
     assert w.levels.tolist() == [0, 2, 7]
     assert np.diff(w.indptr).tolist() == [0, 16, 80]
@@ -204,30 +204,30 @@ def test_prepare_sliced_lists_the_ones():
 def test_sbnn_dense_output_equals_float_layer(B, K, M, xi, eta, seed):
     """z = eta z' + xi eta q equals x @ w.T with w = (w01 + xi) eta (Eq. 4)."""
     x, _, w01 = _case(seed, B, K, M, 0.3)
-    a = bits.pack_signs(x)
-    z_prime = dk.sbnn_gemm(a, bits.pack_bits(w01), K)
-    q = ref.input_dot_ones(a, K)
+    a = words.pack_signs(x)
+    z_prime = wordskip.sbnn_gemm(a, words.pack_bits(w01), K)
+    q = words.input_dot_ones(a, K)
     np.testing.assert_array_equal(q, _pm1(x).sum(axis=1))
-    z = ref.sbnn_dense_output(z_prime, q, xi, eta)
+    z = sbnn_output(z_prime, q[:, None], xi, eta)
     np.testing.assert_allclose(z, _pm1(x) @ ((w01 + xi) * eta).T, rtol=1e-9, atol=1e-9)
 
 
 def test_bnn_is_the_domain_xi_minus_half_eta_two():
     """xi = -1/2, eta = 2 turns {0,1} weights into +-1: the SBNN output equals XNOR."""
     x, _, w01 = _case(11, 5, 130, 7, 0.5)
-    a = bits.pack_signs(x)
-    z = ref.sbnn_dense_output(dk.sbnn_gemm(a, bits.pack_bits(w01), 130),
-                              ref.input_dot_ones(a, 130), -0.5, 2.0)
-    np.testing.assert_array_equal(z, dk.xnor_gemm(a, bits.pack_bits(w01), 130))
+    a = words.pack_signs(x)
+    z = sbnn_output(wordskip.sbnn_gemm(a, words.pack_bits(w01), 130),
+                    words.input_dot_ones(a, 130)[:, None], -0.5, 2.0)
+    np.testing.assert_array_equal(z, xnor.xnor_gemm(a, words.pack_bits(w01), 130))
 
 
 def test_analytic_counts():
     w01 = np.zeros((2, 130), bool)
     w01[0, [0, 1, 64]] = True            # two non-zero words, three ones
-    w01b = bits.pack_bits(w01)
-    assert ref.bops_xnor_dense(3, 130, 2) == 2 * 3 * 130 * 2
-    assert ref.bops_sbnn_wordskip(w01b, 3) == 2 * 64 * 2 * 3
-    assert ref.bops_sbnn_ones(w01, 3) == 3 * 3
+    w01b = words.pack_bits(w01)
+    assert analysis.bops_bnn_dense(2, 130, 3) == 2 * 3 * 130 * 2
+    assert analysis.bops_wordskip(w01b, 3) == 2 * 64 * 2 * 3
+    assert analysis.bops_sparse(w01, 3) == 3 * 3
 
 
 # ----------------------------------------------------------------------------
@@ -244,7 +244,9 @@ def _run_python(code, **env):
 def test_importing_the_kernels_does_not_import_numba():
     res = _run_python("""
         import sys
-        import pysbnn.packed.bits, pysbnn.packed.dense_kernels, pysbnn.packed.reference
+        import pysbnn, pysbnn.kernels.words, pysbnn.kernels.xnor, pysbnn.kernels.sliced
+        import pysbnn.kernels.wordskip, pysbnn.kernels.conv_bnn, pysbnn.kernels.conv_sbnn
+        import pysbnn.kernels.im2col, pysbnn.packed.pack
         assert 'numba' not in sys.modules, 'numba imported at module import'
         print('ok')
     """)
@@ -254,17 +256,17 @@ def test_importing_the_kernels_does_not_import_numba():
 def test_disable_jit_runs_reference_and_uncompiled_kernels():
     res = _run_python("""
         import numpy as np
-        from pysbnn.packed import bits, dense_kernels as dk
-        assert bits.resolve_backend('auto') == 'numpy'
+        from pysbnn.kernels import jit, words, xnor, sliced, wordskip
+        assert jit.resolve_backend('auto') == 'numpy'
         rng = np.random.default_rng(0)
         B, K, M = 5, 70, 9
         x = rng.standard_normal((B, K)); w01 = rng.random((M, K)) < 0.4
-        a, w01b = bits.pack_signs(x), bits.pack_bits(w01)
-        xs = bits.pack_batch_sliced(x)
-        np.testing.assert_array_equal(bits.pack_signs(x, backend='numba'), a)
-        np.testing.assert_array_equal(bits.pack_batch_sliced(x, backend='numba'), xs)
-        for f, args in [(dk.xnor_gemm, (a, w01b, K)), (dk.sbnn_gemm, (a, w01b, K)),
-                        (dk.sbnn_gemm_sliced, (xs, w01b, B, K))]:
+        a, w01b = words.pack_signs(x), words.pack_bits(w01)
+        xs = words.pack_batch_sliced(x)
+        np.testing.assert_array_equal(words.pack_signs(x, backend='numba'), a)
+        np.testing.assert_array_equal(words.pack_batch_sliced(x, backend='numba'), xs)
+        for f, args in [(xnor.xnor_gemm, (a, w01b, K)), (wordskip.sbnn_gemm, (a, w01b, K)),
+                        (sliced.sbnn_gemm_sliced, (xs, w01b, B, K))]:
             auto = f(*args, return_ops=True)
             plain = f(*args, backend='numba', return_ops=True)
             np.testing.assert_array_equal(auto[0], plain[0])

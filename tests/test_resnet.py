@@ -1,24 +1,16 @@
-"""Binarized ResNet-18 (pysbnn.resnet) and the fast convolution (pysbnn.fastconv)."""
+"""Binarized ResNet-18 (pysbnn.resnet) and the convolution backends (pysbnn.kernels.im2col)."""
 
 import numpy as np
 import pytest
 
 import pysbnn
-from pysbnn import fastconv
 from pysbnn import functional as F
 from pysbnn.binary import BinaryConv2d
+from pysbnn.containers import Residual, Sequential
+from pysbnn.kernels import im2col as ic
 from pysbnn.layers import BatchNorm2d, Conv2d, Dense, HardTanh
-from pysbnn.model import Residual, Sequential
 from pysbnn.resnet import basic_block, binary_conv_layers, binary_conv_positions, resnet18
 from pysbnn.testing import check_layer_gradients
-
-
-@pytest.fixture(autouse=True)
-def reference_conv():
-    """Every test starts (and ends) with the reference convolution installed."""
-    fastconv.disable()
-    yield
-    fastconv.disable()
 
 
 # ------------------------------------------------------------------ structure
@@ -194,7 +186,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
         np.testing.assert_array_equal(a.params["weight"], b.params["weight"])
 
 
-# ------------------------------------------------------------------ fastconv
+# ------------------------------------------------------------------ conv backends
 CASES = [  # (n, h, w, c_in, c_out, k, stride, padding, bias)
     (2, 7, 7, 3, 4, 3, 1, 1, False),
     (2, 7, 6, 3, 5, 3, 2, 1, True),
@@ -205,66 +197,91 @@ CASES = [  # (n, h, w, c_in, c_out, k, stride, padding, bias)
 ]
 
 
+def direct_conv(x, w, b, stride, padding):
+    """Float64 cross-correlation by explicit windows (independent of im2col)."""
+    n, h, wd, _ = x.shape
+    k = w.shape[2]
+    xp = np.pad(x.astype(np.float64), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ho, wo = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
+    out = np.zeros((n, ho, wo, w.shape[0]))
+    for y in range(ho):
+        for x_ in range(wo):
+            win = xp[:, stride * y:stride * y + k, stride * x_:stride * x_ + k, :]
+            out[:, y, x_] = np.einsum("nhwc,ochw->no", win, w.astype(np.float64))
+    return out + (0 if b is None else b)
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_fastconv_matches_the_reference(case):
+def test_conv_backends_agree_and_match_a_direct_conv(case):
     n, h, w, ci, co, k, s, p, bias = case
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, h, w, ci)).astype(np.float32)
     wt = rng.standard_normal((co, ci, k, k)).astype(np.float32)
     b = rng.standard_normal(co).astype(np.float32) if bias else None
-    ref, rcache = F.conv2d_forward(x, wt, b, s, p)
-    out, cache = fastconv.conv2d_forward(x, wt, b, s, p)
+    ref, rcache = F.conv2d_forward(x, wt, b, s, p, backend="numpy")
+    out, cache = F.conv2d_forward(x, wt, b, s, p, backend="numba")
     assert out.dtype == np.float32 and out.shape == ref.shape
     np.testing.assert_array_equal(cache[1], rcache[1])                       # im2col: exact
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_allclose(out, direct_conv(x, wt, b, s, p), rtol=1e-5, atol=1e-5)
     dout = rng.standard_normal(ref.shape).astype(np.float32)
-    for got, want in zip(fastconv.conv2d_backward(dout, cache), F.conv2d_backward(dout, rcache)):
+    got_all, want_all = F.conv2d_backward(dout, cache), F.conv2d_backward(dout, rcache)
+    # the adjoint of im2col applied to dout @ wmat: the textbook dx, whatever path ran
+    adjoint = ic.col2im_numpy(dout.reshape(-1, co).astype(np.float64) @ rcache[2].astype(np.float64),
+                              x.shape, k, k, s, p)
+    for got, want in zip(got_all, want_all):
         if want is None:
             assert got is None
             continue
         assert got.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(got_all[0], adjoint, rtol=1e-5, atol=1e-5 * np.abs(adjoint).max())
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_fastconv_copy_kernels_are_exact_also_uncompiled(case):
+def test_copy_kernels_are_exact_also_uncompiled(case):
     """im2col / col2im kernels, run as plain Python (what NUMBA_DISABLE_JIT=1 runs)."""
     n, h, w, ci, _, k, s, p, _ = case
     rng = np.random.default_rng(1)
     x = rng.standard_normal((n, h, w, ci))
-    ref = F.im2col(x, k, k, s, p)
+    ref = ic.im2col_numpy(x, k, k, s, p)
     ho, wo = F.conv_output_size(h, k, s, p), F.conv_output_size(w, k, s, p)
     cols = np.full((n, ho, wo, k, k, ci), np.nan)
-    fastconv.im2col_kernel(x, s, p, cols)
+    ic.im2col_kernel(x, s, p, cols)
     np.testing.assert_array_equal(cols.reshape(ref.shape), ref)
-    np.testing.assert_array_equal(fastconv.im2col(x, k, k, s, p), ref)
+    np.testing.assert_array_equal(ic.im2col(x, k, k, s, p, backend="numba"), ref)
     d = rng.standard_normal(ref.shape)
-    want = F.col2im(d, x.shape, k, k, s, p)
+    want = ic.col2im_numpy(d, x.shape, k, k, s, p)
     dx = np.zeros_like(x)
-    fastconv.col2im_kernel(d.reshape(cols.shape), s, p, dx)
+    ic.col2im_kernel(d.reshape(cols.shape), s, p, dx)
     np.testing.assert_allclose(dx, want, rtol=1e-15, atol=1e-15)
-    np.testing.assert_allclose(fastconv.col2im(d, x.shape, k, k, s, p), want, rtol=1e-15, atol=1e-15)
+    np.testing.assert_allclose(ic.col2im(d, x.shape, k, k, s, p, backend="numba"), want,
+                               rtol=1e-15, atol=1e-15)
 
 
-def test_fastconv_float64_gradient_check():
-    layer = Conv2d(3, 4, 3, stride=2, padding=1, rng=0)
-    fastconv.enable()
+def test_conv_float64_gradient_check(backend):
     x = np.random.default_rng(0).standard_normal((2, 6, 5, 3))
+    layer = Conv2d(3, 4, 3, stride=2, padding=1, rng=0, backend=backend)
     check_layer_gradients(layer, x, rng=1)
-    layer = Conv2d(3, 4, 3, stride=1, padding=1, rng=0)
+    layer = Conv2d(3, 4, 3, stride=1, padding=1, rng=0, backend=backend)
     check_layer_gradients(layer, x, rng=2)
+    conv = BinaryConv2d(3, 4, 3, padding=1, domain="learned", binarize_input=False, rng=0,
+                        backend=backend)           # exact in tau, phi and the real input
+    check_layer_gradients(conv, x, params=["tau", "phi"], rng=3)
 
 
-def test_enable_routes_layers_and_disable_restores():
+def test_set_backend_routes_every_layer():
     model = resnet18(width=4, seed=1)
     x = np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8)
-    ref = model.forward(x, training=False)
-    fastconv.enable()
-    assert F.conv2d_forward is fastconv.conv2d_forward
-    np.testing.assert_allclose(model.forward(x, training=False), ref, rtol=1e-4, atol=1e-4)
-    fastconv.disable()
-    assert F.conv2d_forward is not fastconv.conv2d_forward
-    np.testing.assert_array_equal(model.forward(x, training=False), ref)
+    ref = model.set_backend("numpy").forward(x, training=False)
+    assert all(l.backend == "numpy" for _, l in model.named_layers() if hasattr(l, "backend"))
+    np.testing.assert_allclose(model.set_backend("numba").forward(x, training=False), ref,
+                               rtol=1e-4, atol=1e-4)
+    assert all(l.backend == "numba" for _, l in model.named_layers() if hasattr(l, "backend"))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        model.set_backend("fast")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Conv2d(1, 1, 3, backend="cuda")
 
 
 def test_packed_resnet_agrees_with_float_simulation():

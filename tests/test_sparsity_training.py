@@ -7,13 +7,14 @@ import pytest
 
 import pysbnn
 from pysbnn.data import mnist_subset_path
+from pysbnn.recipe import penalty_threshold
 
 
 def train(ec, data):
     x_train, y_train, x_test, y_test = data
     model = pysbnn.binary_mlp((784, 512, 512, 10), domain="learned", seed=0, init_scale=1e-2)
     hist = pysbnn.fit(model, x_train, y_train, epochs=30, batch_size=64, lr=1e-3, seed=0,
-                      target_ec=ec, gamma=0.3, penalty_threshold=min(0.002, ec / 10), verbose=False)
+                      target_ec=ec, gamma=0.3, penalty_threshold=penalty_threshold(ec), verbose=False)
     return hist[-1]["ones"], float((model.predict(x_test) == y_test).mean())
 
 

@@ -1,7 +1,6 @@
-"""Bit-packed inference for binary and sparse binary layers.
-
-``bits`` packs +-1 activations and {0,1} weights into 64-bit words,
-``reference`` holds the NumPy kernels (the validators), ``dense_kernels`` and
-``conv_kernels`` the Numba kernels. Numba is imported lazily, on the first call
-that needs it, never by ``import pysbnn.packed``.
+"""Bit-packed inference: ``pack(model)`` turns a trained model's binary layers
+into {0,1} bits (``pack``), run by packed layers (``layers``) through one
+kernel dispatch point (``dispatch``) on the kernels of :mod:`pysbnn.kernels`.
+Numba is imported lazily, on the first call that needs it, never by
+``import pysbnn.packed``.
 """

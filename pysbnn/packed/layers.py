@@ -11,16 +11,20 @@ by BatchNorm and another binary layer, BatchNorm + sign fold into one
 threshold per channel on ``u = z' + xi q`` (z', q integers), so only bits
 travel to the next layer (:class:`Bits`).
 
-Every forward records the binary operations it executed in ``last_ops``.
+Every forward records the binary operations it executed in ``last_ops`` and
+the shape of its output in ``last_output_shape``; ``backend`` (set by
+``pack(model, backend=)``) chooses the kernels.
 """
 
 import numpy as np
 
 from ..functional import conv2d_forward
+from ..kernels import words
+from ..kernels.jit import check_backend
 from ..layers import Layer
+from ..levels import sbnn_output
 from ..quantizers import sign
-from . import bits as B
-from . import kernels
+from . import dispatch
 
 
 class Bits:
@@ -38,7 +42,7 @@ class Bits:
 
     def signs(self, dtype=np.float32):
         """The +-1 values, (n, K)."""
-        return B.unpack_signs(self.words, self.K, dtype)
+        return words.unpack_signs(self.words, self.K, dtype)
 
 
 def fold_threshold(xi, eta, bn):
@@ -82,7 +86,7 @@ class _PackedBinary(Layer):
             raise ValueError(f"storage must be 'bitmap' or 'csr', got {storage!r}")
         self.storage, self.n_ones = storage, int(n_ones)
         if storage == "bitmap":
-            self.buffers["w01"] = np.zeros((rows, B.n_words(self.fan_in)), np.uint64)
+            self.buffers["w01"] = np.zeros((rows, words.n_words(self.fan_in)), np.uint64)
         else:
             self.buffers["w01_cols"] = np.zeros(self.n_ones, np.uint16)
             self.buffers["w01_rowptr"] = np.zeros(rows + 1, np.int32)
@@ -94,12 +98,12 @@ class _PackedBinary(Layer):
         rows, fan_in = w01_rows.shape
         ones = int(np.count_nonzero(w01_rows))
         csr = 2 * ones + 4 * (rows + 1)
-        bitmap = 8 * rows * B.n_words(fan_in)
+        bitmap = 8 * rows * words.n_words(fan_in)
         return ("csr" if fan_in < (1 << 16) and csr < bitmap else "bitmap"), ones
 
     def _store(self, w01_rows, xi, eta):
         if self.storage == "bitmap":
-            self.buffers["w01"][...] = B.pack_bits(w01_rows)
+            self.buffers["w01"][...] = words.pack_bits(w01_rows)
         else:
             r, c = np.nonzero(w01_rows)
             self.buffers["w01_cols"][...] = c
@@ -115,7 +119,7 @@ class _PackedBinary(Layer):
             ptr = self.buffers["w01_rowptr"]
             rows = np.zeros((len(ptr) - 1, self.fan_in), bool)
             rows[np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)), self.buffers["w01_cols"]] = True
-            self._words = B.pack_bits(rows)
+            self._words = words.pack_bits(rows)
         return self._words
 
     @property
@@ -133,20 +137,27 @@ class _PackedBinary(Layer):
 
     def ones_rows(self):
         """{0,1} weights as uint8 rows (out, fan_in)."""
-        return B.unpack_bits(self.words, self.fan_in)
+        return words.unpack_bits(self.words, self.fan_in)
 
     def _storage_config(self):
         return dict(storage=self.storage, n_ones=self.n_ones)
 
-    def _finish(self, z_prime, q, out_shape=None):
-        """Eq. 20 (corrected), or the folded BatchNorm + sign."""
+    def dequantize(self, z_prime, q):
+        """The layer's output from ``z' = w01 . x`` (int (P, M)) and ``q = 1 . x`` (int (P,)).
+
+        Eq. 20 (:func:`pysbnn.levels.sbnn_output`) in float32, or, with a
+        folded BatchNorm, the bits of ``sign(BN(z))`` (:class:`Bits`).
+        """
         if self.fold:
             u = z_prime.astype(np.float64) + self.xi * q[:, None]
             bits = apply_threshold(u, self.buffers["threshold"], self.buffers["direction"])
-            return Bits(B.pack_bits(bits), bits.shape[1])
-        z = self.eta * z_prime.astype(np.float64) + self.xi * self.eta * q[:, None]
-        z = z.astype(np.float32)
-        return z if out_shape is None else z.reshape(out_shape)
+            return Bits(words.pack_bits(bits), bits.shape[1])
+        return sbnn_output(z_prime, q[:, None], self.xi, self.eta).astype(np.float32)
+
+    def _record(self, out, ops):
+        self.last_ops = int(ops)
+        self.last_output_shape = (len(out), out.K) if isinstance(out, Bits) else out.shape
+        return out
 
 
 class PackedBinaryDense(_PackedBinary):
@@ -157,7 +168,7 @@ class PackedBinaryDense(_PackedBinary):
     """
 
     def __init__(self, in_features, out_features, binarize_input=True, fold=False,
-                 storage="bitmap", n_ones=0):
+                 storage="bitmap", n_ones=0, backend="auto"):
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.fan_in = self.in_features
@@ -165,7 +176,7 @@ class PackedBinaryDense(_PackedBinary):
         self._init_storage(self.out_features, storage, n_ones)
         if fold:
             self.set_threshold(np.zeros(out_features), np.zeros(out_features, np.int8))
-        self.last_ops = 0
+        self.last_ops, self.last_output_shape, self.backend = 0, None, check_backend(backend)
 
     @classmethod
     def from_layer(cls, layer):
@@ -184,11 +195,10 @@ class PackedBinaryDense(_PackedBinary):
             x = np.asarray(x, np.float64)                   # real input: float products
             if getattr(self, "_w01_float", None) is None:
                 self._w01_float = self.ones_rows().T.astype(np.float64)
-            self.last_ops = 0
-            return self._finish(x @ self._w01_float, x.sum(axis=1))
+            return self._record(self.dequantize(x @ self._w01_float, x.sum(axis=1)), 0)
         x = x.words if isinstance(x, Bits) else np.asarray(x, np.float32)
-        z_prime, q, self.last_ops = kernels.sbnn_dense(self, x)
-        return self._finish(z_prime, q)
+        z_prime, q, ops = dispatch.sbnn_dense(self, x, self.backend)
+        return self._record(self.dequantize(z_prime, q), ops)
 
 
 class PackedBinaryConv2d(_PackedBinary):
@@ -200,14 +210,14 @@ class PackedBinaryConv2d(_PackedBinary):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 binarize_input=True, storage="bitmap", n_ones=0):
+                 binarize_input=True, storage="bitmap", n_ones=0, backend="auto"):
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
         self.binarize_input, self.fold = bool(binarize_input), False
         self.fan_in = self.in_channels * self.kernel_size ** 2
         self._init_storage(self.out_channels, storage, n_ones)
-        self.last_ops = 0
+        self.last_ops, self.last_output_shape, self.backend = 0, None, check_backend(backend)
 
     @classmethod
     def from_layer(cls, layer):
@@ -231,14 +241,14 @@ class PackedBinaryConv2d(_PackedBinary):
     def forward(self, x, training=False):
         x = np.asarray(x, np.float32)
         if self.binarize_input:
-            z_prime, q, self.last_ops = kernels.sbnn_conv(self, sign(x))
+            z_prime, q, ops = dispatch.sbnn_conv(self, sign(x), self.backend)
         else:
             w01 = self.ones_kernels()
             z_prime, _ = conv2d_forward(x.astype(np.float64), w01.astype(np.float64), None,
                                         self.stride, self.padding)
             ones = np.ones((1, self.in_channels, self.kernel_size, self.kernel_size))
             q, _ = conv2d_forward(x.astype(np.float64), ones, None, self.stride, self.padding)
-            self.last_ops = 0
+            ops = 0
         n, ho, wo, c = z_prime.shape
-        z = self._finish(z_prime.reshape(-1, c), q.reshape(-1), (n, ho, wo, c))
-        return z
+        z = self.dequantize(z_prime.reshape(-1, c), q.reshape(-1)).reshape(n, ho, wo, c)
+        return self._record(z, ops)

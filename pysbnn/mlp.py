@@ -8,7 +8,7 @@ import numpy as np
 
 from .binary import BinaryDense
 from .layers import BatchNorm1d, Dense, Normalize, ReLU
-from .model import Sequential
+from .containers import Sequential
 
 #: MNIST pixel statistics (of the 60k training images, /255).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

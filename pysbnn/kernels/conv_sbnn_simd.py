@@ -1,26 +1,21 @@
-"""Word helpers of the SBNN conv kernel (Kernel B) and their SIMD twins.
+"""Word helpers of Kernel B (``conv_sbnn``) and their LLVM IR twins.
 
-The word-wide steps of Kernel B (``conv_bodies._sbnn_image``): tap-plane
-shifts (``_shift_rows``), the 15-input carry-save add into bit-sliced
-counters (``_csa15_add``, built from ``_fa`` / ``_tree15`` / ``_tree7`` /
-``_add_counter``) and the expansion of the counters to int32
-(``_expand_store``). Each is written here in NumPy, which is what runs with
-``NUMBA_DISABLE_JIT=1``; ``_register_simd()`` (called by
-``conv_bodies._build``) overloads them with LLVM IR on <8 x i64> / <64 x i8>
-vectors (``numba.extending.intrinsic``), so that the compiled kernels get zmm
-code. Numba and llvmlite are imported only inside ``_register_simd``.
+The word-wide steps of Kernel B: tap-plane shifts (:func:`shift_rows`), the
+15-input carry-save add into bit-sliced counters (:func:`csa15_add`, built
+from ``_fa`` / ``_tree15`` / ``_tree7`` / ``_add_counter``) and the expansion
+of the counters to int32 (:func:`expand_store`). Each is written here in
+NumPy, which is what runs with ``NUMBA_DISABLE_JIT=1``; :func:`register_simd`
+overloads them with LLVM IR on <8 x i64> / <64 x i8> vectors (one small
+factory per intrinsic: :func:`shift_rows_ir`, :func:`csa15_ir`,
+:func:`expand_ir`), so that the compiled kernel gets whole-register code
+(zmm on AVX-512, pairs of ymm on AVX2). The carry-save trees are shared: the
+same ``_tree15`` builds the NumPy twin and the IR.
 
-Module layout: ``conv_kernels`` (plans, packing, public API) -> ``conv_bodies``
-(kernel bodies, drivers, lazy compilation) -> ``conv_simd`` (this module).
-The cached drivers of ``conv_bodies`` (``cache=True``) compile this code in;
-numba checks only the driver's own source file, so after editing this module
-clear the cache (``__pycache__/conv_bodies*.nb*``) or touch ``conv_bodies.py``.
+Numba caches the compiled Kernel B by ``conv_sbnn.py``'s source only: after
+editing this module, clear the cache (``__pycache__/conv_sbnn*.nb*``).
 """
 import numpy as np
 
-
-# ====================================================================== word helpers
-# NumPy versions (run with NUMBA_DISABLE_JIT=1); jitted twins in _register_simd().
 
 GROUP = 15        # one-weights added per carry-save step (a 15 -> 4 adder tree)
 
@@ -67,7 +62,7 @@ def _add_counter(digits, load, store, X, A, O):
     return cy
 
 
-def _csa15_add(T, offs, m0, m1, n8, C, L):
+def csa15_add(T, offs, m0, m1, n8, C, L):
     """Add the tap planes starting at ``T[offs[m]]`` (m0 <= m < m1; n8 vectors
     of 8 words each) into the L-level bit-sliced counter whose level j is
     ``C[j*8*n8 : (j+1)*8*n8]`` (L >= 4, C zero on entry). The planes come in
@@ -96,7 +91,7 @@ def _csa15_add(T, offs, m0, m1, n8, C, L):
         m += size
 
 
-def _shift_rows(T, t, src, so, sh, M, mo, used, n8):
+def shift_rows(T, t, src, so, sh, M, mo, used, n8):
     """Tap t of every used channel i: row ``r = 9*i + t`` of T (8*n8 words
     from ``T[r*8*n8]``) is ``src[i, so:]`` funnel-shifted right by sh bits
     (0 <= sh < 64) and masked by ``M[mo:mo+8*n8]``. ``(hi << 1) << (63 - sh)``
@@ -113,7 +108,7 @@ def _shift_rows(T, t, src, so, sh, M, mo, used, n8):
 _BITS64 = np.arange(64, dtype=np.uint64)
 
 
-def _expand_store(out, V, vclass, C, cs, L, nw):
+def expand_store(out, V, vclass, C, cs, L, nw):
     """For the first nw words k of an L-level counter (level j of word k at
     ``C[k + j*cs]``): ``out[64k + b] = V[64*vclass[k] + b] + 2 * sum_j 2^j *
     bit b of C[k + j*cs]`` (V holds -V, one 64-row per class of words with
@@ -125,53 +120,56 @@ def _expand_store(out, V, vclass, C, cs, L, nw):
             cnt += ((np.uint64(C[k + j * cs]) >> _BITS64) & np.uint64(1)).astype(np.int64) << j
         out[64 * k:64 * k + 64] = V[64 * vclass[k]:64 * vclass[k] + 64] + 2 * cnt
 
-
 # ====================================================================== LLVM IR twins
 
-def _register_simd():
-    """Give the word helpers jitted twins: ``_shift_rows`` / ``_csa15_add`` /
-    ``_expand_store`` -> LLVM IR on <8 x i64> / <64 x i8> vectors
-    (``bits.register_numba`` does the same for ``popcount64``)."""
+class IR:
+    """Small IR vocabulary for one codegen call (array arguments are C-contiguous)."""
+
+    def __init__(self, context, builder, sig, args):
+        from numba import types
+        self.b, self.ctx = builder, context
+        self.arrays = {k: context.make_array(t)(context, builder, a)
+                       for k, (t, a) in enumerate(zip(sig.args, args))
+                       if isinstance(t, types.Array)}
+
+    def c(self, v, ty=None):
+        from llvmlite import ir
+        return ir.Constant(ty or ir.IntType(64), v)
+
+    def at(self, k, off, ty):                # pointer to ty at element off of array arg k
+        return self.b.bitcast(self.b.gep(self.arrays[k].data, [off]), ty.as_pointer())
+
+    def load(self, k, off, ty, align=8):
+        return self.b.load(self.at(k, off, ty), align=align)
+
+    def store(self, v, k, off, ty, align=8):
+        self.b.store(v, self.at(k, off, ty), align=align)
+
+    def scalar(self, k, off):
+        return self.b.load(self.b.gep(self.arrays[k].data, [off]))
+
+    def splat(self, v, vty):
+        from llvmlite import ir
+        b, n = self.b, vty.count
+        i32 = ir.IntType(32)
+        one = b.insert_element(ir.Constant(vty, ir.Undefined), v, ir.Constant(i32, 0))
+        return b.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                ir.Constant(ir.VectorType(i32, n), [0] * n))
+
+    def var(self, v):                        # a mutable local (mem2reg makes it a register)
+        from numba.core import cgutils
+        return cgutils.alloca_once_value(self.b, v)
+
+
+def shift_rows_ir():
+    """IR twin of :func:`shift_rows`: funnel shifts of 8-word vectors, masked."""
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
-    from numba.extending import intrinsic, overload
+    from numba.extending import intrinsic
 
     i8, i16, i32, i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
-    v8 = ir.VectorType(i64, 8)                   # one zmm: 8 words, 512 positions
-
-    class IR:
-        """Small IR vocabulary for one codegen call (arrays are C-contiguous)."""
-
-        def __init__(self, context, builder, sig, args):
-            self.b, self.ctx = builder, context
-            self.arrays = {k: context.make_array(t)(context, builder, a)
-                           for k, (t, a) in enumerate(zip(sig.args, args))
-                           if isinstance(t, types.Array)}
-
-        def c(self, v, ty=i64):
-            return ir.Constant(ty, v)
-
-        def at(self, k, off, ty):                # pointer to ty at element off of array arg k
-            return self.b.bitcast(self.b.gep(self.arrays[k].data, [off]), ty.as_pointer())
-
-        def load(self, k, off, ty, align=8):
-            return self.b.load(self.at(k, off, ty), align=align)
-
-        def store(self, v, k, off, ty, align=8):
-            self.b.store(v, self.at(k, off, ty), align=align)
-
-        def scalar(self, k, off):
-            return self.b.load(self.b.gep(self.arrays[k].data, [off]))
-
-        def splat(self, v, vty):
-            b, n = self.b, vty.count
-            one = b.insert_element(ir.Constant(vty, ir.Undefined), v, self.c(0, i32))
-            return b.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
-                                    ir.Constant(ir.VectorType(i32, n), [0] * n))
-
-        def var(self, v):                        # a mutable local (mem2reg makes it a register)
-            return cgutils.alloca_once_value(self.b, v)
+    v8 = ir.VectorType(i64, 8)
 
     @intrinsic
     def _shift_rows_ir(typingctx, T, t, src, so, sh, M, mo, used, n8):
@@ -196,6 +194,18 @@ def _register_simd():
                         f.store(res, 0, b.add(b.mul(r, w), kk), v8)
             return context.get_dummy_value()
         return sig, codegen
+    return _shift_rows_ir
+
+
+def csa15_ir():
+    """IR twin of :func:`csa15_add`: levels 0-3 of the counter stay in registers."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    i8, i16, i32, i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
+    v8 = ir.VectorType(i64, 8)
 
     @intrinsic
     def _csa15_ir(typingctx, T, offs, m0, m1, n8, C, L):
@@ -237,6 +247,18 @@ def _register_simd():
                     f.store(b.load(regs[j]), 5, level(f.c(j)), v8)
             return context.get_dummy_value()
         return sig, codegen
+    return _csa15_ir
+
+
+def expand_ir():
+    """IR twin of :func:`expand_store`: Horner sums of the counter bits in bytes."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    i8, i16, i32, i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
+    v8 = ir.VectorType(i64, 8)
 
     @intrinsic
     def _expand_ir(typingctx, out, V, vclass, C, cs, L, nw):
@@ -271,17 +293,30 @@ def _register_simd():
                 f.store(b.load(res), 0, b.mul(k, f.c(64)), v64i32, align=4)
             return context.get_dummy_value()
         return sig, codegen
+    return _expand_ir
 
-    @overload(_shift_rows)
+
+
+def register_simd():
+    """Overload the three word helpers with their IR twins (idempotent)."""
+    if _REGISTERED:
+        return
+    from numba.extending import overload
+    shift_ir, csa_ir, exp_ir = shift_rows_ir(), csa15_ir(), expand_ir()
+
+    @overload(shift_rows)
     def _ol_shift_rows(T, t, src, so, sh, M, mo, used, n8):
-        return lambda T, t, src, so, sh, M, mo, used, n8: _shift_rows_ir(
-            T, t, src, so, sh, M, mo, used, n8)
+        return lambda T, t, src, so, sh, M, mo, used, n8: shift_ir(T, t, src, so, sh, M, mo, used, n8)
 
-    @overload(_csa15_add)
+    @overload(csa15_add)
     def _ol_csa15(T, offs, m0, m1, n8, C, L):
-        return lambda T, offs, m0, m1, n8, C, L: _csa15_ir(T, offs, m0, m1, n8, C, L)
+        return lambda T, offs, m0, m1, n8, C, L: csa_ir(T, offs, m0, m1, n8, C, L)
 
-    @overload(_expand_store)
+    @overload(expand_store)
     def _ol_expand(out, V, vclass, C, cs, L, nw):
-        return lambda out, V, vclass, C, cs, L, nw: _expand_ir(out, V, vclass, C, cs, L, nw)
+        return lambda out, V, vclass, C, cs, L, nw: exp_ir(out, V, vclass, C, cs, L, nw)
 
+    _REGISTERED.append(True)
+
+
+_REGISTERED = []

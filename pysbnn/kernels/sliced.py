@@ -1,134 +1,108 @@
-"""Kernel bodies of the packed dense layers, and their lazily jitted twins.
+r"""SBNN dense product with the batch in the word: ``z' = w01 @ x``.
 
-The three kernels of ``dense_kernels`` as plain Python: the XNOR panels
-(``_xnor_panel``), the word-skipping AND + popcount (``_wordskip_chunk`` /
-``_wordskip_row``) and the batch-sliced carry-save counters (``_add16``,
-``_transpose8``, ``_sliced_block``), each with a serial and a parallel driver
-(one Python function per variant, as ``cache=True`` requires). ``_kernels()``
-compiles the drivers on first use (numba is not imported with this module).
-The block sizes below fix the weight layouts built by ``dense_layouts``; they
-live here, next to the cached code that is compiled with them, so that
-editing them invalidates numba's cache. ``dense_kernels`` validates the
-arguments and calls the drivers.
+Activations are batch-sliced (``words.pack_batch_sliced``: one word = one
+feature of 64 samples); weights are the list of their ones per output row
+(:func:`prepare_sliced`). For each row, the activation words of its ones are
+added into bit-sliced counters (``ones, twos, fours, ...``, one bit per
+sample) by a tree of carry-save adders, 16 ones at a time, 8 words (512
+samples, one AVX-512 register) per step; at the end 8x8 bit transposes turn
+the counter words of 64 rows into count bytes (a few operations per output).
+Work scales with the number of ones (Sec. 3.5: no XNOR, popcount over the
+ones only)::
+
+    z'[b, m] = 2 sum_{k: w01[m, k] = 1} a[b, k] - popcount(w01[m])
+
+Executed operations: one per one-weight and sample (``analysis.bops_sparse``).
 """
+
+from typing import NamedTuple
 
 import numpy as np
 
-from .bits import jit_kernel, popcount64, scratch
+from .. import analysis
+from .intrinsics import scratch
+from .jit import Twins, resolve_backend
+from .words import n_words, unpack_batch_sliced, unpack_bits
+from .xnor import as_words, prepared
 
-PANEL = 64          # output rows per weight panel of the XNOR kernel
-W = 8               # batch words per step of the sliced kernel (512 samples)
+W = 8               # batch words per step (512 samples)
 GROUP = 16          # ones per carry-save tree
 MB = 64             # output rows converted to integers together
 NL_MAX = 16         # bit-sliced counter levels: up to 65535 ones per row
 _STATE_WORDS = NL_MAX * W           # counters of one output row
 _BLOCK_WORDS = W * NL_MAX * MB      # counters of MB rows (64 KB of stack)
 
-prange = range      # numba.prange in the parallel variants (bits.jit_kernel)
+prange = range      # numba.prange in the parallel kernel (see jit.Twins)
 
 
-# ----------------------------------------------------------------------------
-# Kernel 1: dense BNN, z = K - 2 popcount(a ^ w)
-
-def _xnor_panel(a, wp, K, out, p):
-    """Rows ``64 p ..`` of ``out`` for all samples; returns the bit-ops done."""
-    B, Kw = a.shape
-    rows = min(PANEL, out.shape[1] - p * PANEL)
-    acc = scratch(PANEL, np.int64)               # stack: stays in 8 zmm registers
-    for b in range(B):
-        for r in range(PANEL):
-            acc[r] = 0
-        for k in range(Kw):
-            x = a[b, k]                          # broadcast to the panel
-            for r in range(PANEL):
-                acc[r] += popcount64(x ^ wp[p, k, r])
-        out_b = out[b, p * PANEL:p * PANEL + rows]  # a slice: contiguous stores
-        for r in range(rows):
-            out_b[r] = K - 2 * acc[r]
-    return 2 * K * rows * B
+class SlicedWeights(NamedTuple):
+    """{0,1} weights for :func:`sbnn_gemm_sliced`: the input indices of the ones
+    of row ``m`` are ``indices[indptr[m]:indptr[m+1]]``, padded to a multiple
+    of 16 with index ``K`` (an all-zero activation row)."""
+    indptr: np.ndarray      # int64 (M + 1,)
+    indices: np.ndarray     # uint32 (nnz padded,)
+    ones: np.ndarray        # int64 (M,) number of ones per row
+    levels: np.ndarray      # int64 (M,) bits needed to count them
+    w_bits: np.ndarray      # uint64 (M, Kw)
+    K: int
 
 
-def _xnor_serial(a, wp, K, out, ops):
-    for p in range(wp.shape[0]):
-        ops[p] = _xnor_panel(a, wp, K, out, p)
+def prepare_sliced(w01_bits, K):
+    """Per-row lists of the ones of packed {0,1} weights, padded to groups of 16."""
+    w01_bits = as_words(w01_bits, K)
+    M = w01_bits.shape[0]
+    if K >= 1 << 16:
+        raise ValueError("prepare_sliced supports K < 65536 (16 counter levels)")
+    rows, cols = np.nonzero(unpack_bits(w01_bits, K))
+    ones = np.bincount(rows, minlength=M).astype(np.int64)
+    padded = (ones + GROUP - 1) // GROUP * GROUP
+    indptr = np.zeros(M + 1, np.int64)
+    np.cumsum(padded, out=indptr[1:])
+    indices = np.full(indptr[-1], K, np.uint32)
+    rank = np.arange(rows.size) - np.repeat(np.cumsum(ones) - ones, ones)
+    indices[indptr[rows] + rank] = cols
+    levels = np.array([int(n).bit_length() for n in ones], np.int64)
+    return SlicedWeights(indptr, indices, ones, levels, w01_bits, int(K))
 
 
-def _xnor_parallel(a, wp, K, out, ops):
-    for p in prange(wp.shape[0]):
-        ops[p] = _xnor_panel(a, wp, K, out, p)
+def block_sliced(x_sliced, K):
+    """Kernel layout of batch-sliced activations: ``(ceil(Bw / 8), K + 1, 8)``.
 
-
-# ----------------------------------------------------------------------------
-# Kernel 2a: SBNN skipping all-zero weight words
-
-def _wordskip_chunk(a3, indptr, word_index, words, ones, out, m0, c):
-    """Rows ``m0 .. m0 + 15`` of z' for the 64 samples of chunk ``c``; returns bit-ops.
-
-    ``a3[c, k, u]`` is word ``k`` of sample ``64 c + u`` (zero past B). One
-    weight word is ANDed with that word of 64 samples at once: 8 AVX-512
-    registers of accumulators, as in the XNOR panels with the batch in place
-    of the rows. The 16 rows' sums go through a small tile so that ``out``
-    is written a row at a time (a column at a time, with rows 16 KB apart,
-    thrashes one L1 set).
+    Block ``c`` holds batch words ``8c .. 8c + 7`` (samples ``512 c ..``) of
+    every feature, plus an all-zero row ``K`` that the padding indices read.
     """
-    m1 = min(m0 + 16, out.shape[1])
-    tile = scratch(16 * 64, np.int64)
-    acc = scratch(64, np.int64)
-    n = min(64, out.shape[0] - 64 * c)
-    ops = 0
-    for r in range(m1 - m0):
-        for u in range(64):
-            acc[u] = 0
-        ks = word_index[indptr[m0 + r]:indptr[m0 + r + 1]]     # slices: no index
-        ws = words[indptr[m0 + r]:indptr[m0 + r + 1]]          # wrap-around
-        for t in range(ks.shape[0]):
-            k = ks[t]
-            w = ws[t]
-            for u in range(64):
-                acc[u] += popcount64(a3[c, k, u] & w)
-        for u in range(64):
-            tile[r * 64 + u] = acc[u]
-        ops += 2 * 64 * ks.shape[0] * n
-    ones_blk = ones[m0:m1]
-    for u in range(n):
-        out_b = out[64 * c + u, m0:m1]
-        for r in range(m1 - m0):
-            out_b[r] = 2 * tile[r * 64 + u] - ones_blk[r]
-    return ops
-
-
-def _wordskip_row(a, indptr, word_index, words, ones, out, m):
-    """Row ``m`` of z' sample by sample (``a`` is (B, Kw)), for tiny batches."""
-    ks = word_index[indptr[m]:indptr[m + 1]]
-    ws = words[indptr[m]:indptr[m + 1]]
-    for b in range(a.shape[0]):
-        acc = 0
-        for t in range(ks.shape[0]):
-            acc += popcount64(a[b, ks[t]] & ws[t])
-        out[b, m] = 2 * acc - ones[m]
-    return 2 * 64 * (indptr[m + 1] - indptr[m]) * a.shape[0]
-
-
-def _wordskip_serial(a, a3, indptr, word_index, words, ones, out, ops):
-    if a3.shape[0] == 0:
-        for m in range(ones.shape[0]):
-            ops[m] = _wordskip_row(a, indptr, word_index, words, ones, out, m)
-    for c in range(a3.shape[0]):           # chunk outside: its words stay in L1
-        for blk in range((ones.shape[0] + 15) // 16):
-            ops[blk] += _wordskip_chunk(a3, indptr, word_index, words, ones, out, 16 * blk, c)
-
-
-def _wordskip_parallel(a, a3, indptr, word_index, words, ones, out, ops):
-    if a3.shape[0] == 0:
-        for m in prange(ones.shape[0]):
-            ops[m] = _wordskip_row(a, indptr, word_index, words, ones, out, m)
-    for c in range(a3.shape[0]):
-        for blk in prange((ones.shape[0] + 15) // 16):
-            ops[blk] += _wordskip_chunk(a3, indptr, word_index, words, ones, out, 16 * blk, c)
+    x_sliced = np.asarray(x_sliced, dtype=np.uint64)
+    Kx, Bw = x_sliced.shape
+    if Kx != K:
+        raise ValueError("x_sliced has %d features, expected K=%d" % (Kx, K))
+    n_blocks = (Bw + W - 1) // W
+    xb = np.zeros((n_blocks, K + 1, W), np.uint64)
+    for c in range(n_blocks):
+        width = min(W, Bw - c * W)
+        xb[c, :K, :width] = x_sliced[:, c * W:c * W + width]
+    return xb
 
 
 # ----------------------------------------------------------------------------
-# Kernel 2b: SBNN, batch in the word, carry-save counters
+# NumPy reference
+
+def sbnn_sliced_reference(x_sliced, w01_bits, B, K):
+    """NumPy reference of :func:`sbnn_gemm_sliced`, independent of any bit trick.
+
+    Unpack to {0,1}, then ``z' = 2 (b @ w01.T) - popcount(w01)`` in float64
+    (exact: every partial sum is an integer below 2^53).
+    Returns ``(z', ops)``: int32 (B, M) and ``analysis.bops_sparse(w01, B)``.
+    """
+    bits_ = unpack_batch_sliced(np.asarray(x_sliced, dtype=np.uint64), B).astype(np.float64)
+    w01 = unpack_bits(np.asarray(w01_bits, dtype=np.uint64), K).astype(np.float64)
+    if bits_.shape[1] != K:
+        raise ValueError("x_sliced has %d features, expected K=%d" % (bits_.shape[1], K))
+    z = 2 * (bits_ @ w01.T) - w01.sum(axis=1)[None, :]
+    return np.rint(z).astype(np.int32), analysis.bops_sparse(w01, B, binary=True)
+
+
+# ----------------------------------------------------------------------------
+# Kernel
 
 def _csa(a, b, c):
     """Carry-save adder on bit-vectors: ``(carry, sum)`` with a+b+c = 2 carry + sum."""
@@ -289,26 +263,43 @@ def _sliced_parallel(xb, indptr, idx, ones, levels, B, out, ops):
         ops[blk] = _sliced_block(xb, indptr, idx, ones, levels, B, out, blk * MB)
 
 
-# ----------------------------------------------------------------------------
-# Jitted twins
+_TWINS = Twins({"sliced": _sliced_serial, "sliced_par": _sliced_parallel},
+               helpers=(_csa, _add16, _swap, _transpose8, _sliced_block),
+               inline=(_csa, _add16, _swap, _transpose8))
 
-_HELPERS = (_xnor_panel, _wordskip_chunk, _wordskip_row, _csa, _add16, _swap, _transpose8, _sliced_block)
-_KERNELS = {}
+_PAR_MIN_WORK = 1 << 16           # ones * ceil(B / 512) + B * M / 16
 
 
-def _kernels():
-    """The jitted kernels (made once; compiled or loaded from cache on first call)."""
-    if not _KERNELS:
-        from numba.extending import register_jitable
-        for fn in _HELPERS:
-            register_jitable(inline="always" if fn in (_csa, _add16, _swap, _transpose8) else "never")(fn)
-        _KERNELS.update(
-            xnor=jit_kernel(_xnor_serial),
-            xnor_par=jit_kernel(_xnor_parallel, parallel=True),
-            wordskip=jit_kernel(_wordskip_serial),
-            wordskip_par=jit_kernel(_wordskip_parallel, parallel=True),
-            sliced=jit_kernel(_sliced_serial),
-            sliced_par=jit_kernel(_sliced_parallel, parallel=True),
-        )
-    return _KERNELS
+def sbnn_gemm_sliced(x_sliced, w, B, K=None, *, backend="auto", parallel=None,
+                     return_ops=False):
+    r"""SBNN layer, batch in the word: ``z' = w01 @ x`` from batch-sliced bits.
 
+    .. math:: z'_{bm} = 2 \sum_{k: w_{mk} = 1} a_{bk} - \mathrm{popcount}(w_m)
+
+    Parameters
+    ----------
+    x_sliced : uint64 (K, ceil(B / 64)) from ``words.pack_batch_sliced``.
+    w : uint64 (M, Kw) packed {0,1} weights or :class:`SlicedWeights`.
+    B : number of samples.
+    backend : ``"auto"`` | ``"numba"`` | ``"numpy"``.
+    return_ops : also return the bit-operations executed: one per one-weight
+        and sample, ``ones * B``.
+
+    Returns int32 (B, M) ``z'`` [, ops].
+    """
+    w = prepared(w, SlicedWeights, prepare_sliced, K)
+    x_sliced = np.asarray(x_sliced, dtype=np.uint64)
+    if x_sliced.shape != (w.K, n_words(B)):
+        raise ValueError("expected x_sliced (%d, %d), got %s" % (w.K, n_words(B), x_sliced.shape))
+    if resolve_backend(backend) == "numpy":
+        z, ops = sbnn_sliced_reference(x_sliced, w.w_bits, B, w.K)
+        return (z, int(ops)) if return_ops else z
+    M = w.ones.shape[0]
+    z = np.empty((B, M), np.int32)
+    n_blocks = (M + MB - 1) // MB
+    counts = np.zeros(n_blocks, np.int64)
+    xb = block_sliced(x_sliced, w.K).reshape(-1, (w.K + 1) * W)
+    if parallel is None:
+        parallel = w.indices.shape[0] * xb.shape[0] + B * M // 16 >= _PAR_MIN_WORK and n_blocks > 1
+    _TWINS["sliced_par" if parallel else "sliced"](xb, w.indptr, w.indices, w.ones, w.levels, B, z, counts)
+    return (z, int(counts.sum())) if return_ops else z

@@ -12,8 +12,10 @@ import copy
 import numpy as np
 
 from ..binary import BinaryConv2d, BinaryDense
+from ..containers import Residual, Sequential
+from ..kernels.jit import check_backend
 from ..layers import BatchNorm, Layer
-from ..model import Residual, Sequential, load_model, save_model
+from ..serialize import load_model, save_model
 from .layers import Bits, PackedBinaryConv2d, PackedBinaryDense, fold_threshold
 
 
@@ -47,13 +49,16 @@ def _pack_sequential(seq):
     return Sequential(out)
 
 
-def pack(model):
+def pack(model, backend="auto"):
     """Pack a trained model's binary layers into {0,1} bits.
 
     Parameters
     ----------
     model : Sequential (possibly with Residual blocks) holding BinaryDense /
         BinaryConv2d layers
+    backend : ``"auto" | "numba" | "numpy"``: the kernels of the packed layers
+        (``"numpy"``: the NumPy references); every backend gives the same
+        logits and operation counts
 
     Returns
     -------
@@ -61,12 +66,13 @@ def pack(model):
     ``model.forward(x, training=False)`` (to float rounding) and ``predict(x)``
     the same class ids.
     """
+    check_backend(backend)
     if isinstance(model, PackedModel):
-        return model
+        return model.with_backend(backend)
     if not isinstance(model, Layer):
         raise TypeError(f"pack expects a pysbnn model, got {type(model).__name__}")
     root = _pack_layer(model)
-    return PackedModel(root if isinstance(root, Sequential) else Sequential([root]))
+    return PackedModel(root if isinstance(root, Sequential) else Sequential([root])).with_backend(backend)
 
 
 class PackedModel:
@@ -78,6 +84,11 @@ class PackedModel:
 
     def __init__(self, net):
         self.net = net
+
+    def with_backend(self, backend):
+        """Run the packed layers on ``backend`` (``"auto" | "numba" | "numpy"``); returns self."""
+        self.net.set_backend(backend)
+        return self
 
     def forward(self, x):
         """Logits (n, classes) for inputs as the original model takes them."""
@@ -135,6 +146,6 @@ class PackedModel:
         return f"PackedModel({self.net!r})"
 
 
-def load_packed(path):
+def load_packed(path, backend="auto"):
     """Load a :class:`PackedModel` written by ``PackedModel.save``."""
-    return PackedModel(load_model(path, kind="packed"))
+    return PackedModel(load_model(path, kind="packed")).with_backend(backend)

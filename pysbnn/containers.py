@@ -1,0 +1,67 @@
+"""Containers: :class:`Sequential` (layers one after the other) and
+:class:`Residual` (``body(x) + shortcut(x)``)."""
+
+from .layers import Layer
+
+
+class Sequential(Layer):
+    """Layers applied one after the other.
+
+    ``forward(x, training=False)`` returns the last layer's output (the logits
+    of a classifier); ``backward(dout)`` runs the layers in reverse;
+    ``predict(x)`` returns class ids.
+    """
+
+    def __init__(self, layers):
+        super().__init__()
+        layers = list(layers)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: item {i} is {type(layer).__name__}, not a pysbnn Layer")
+        self.layers = layers
+
+    def children(self):
+        return self.layers
+
+    def forward(self, x, training=False):
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({i}) " + repr(l).replace("\n", "\n  ") for i, l in enumerate(self.layers))
+        return f"Sequential(\n{inner}\n)"
+
+
+class Residual(Layer):
+    """``out = body(x) + shortcut(x)``; the shortcut is the identity when None."""
+
+    def __init__(self, body, shortcut=None):
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut
+
+    def children(self):
+        return [self.body] + ([self.shortcut] if self.shortcut is not None else [])
+
+    def forward(self, x, training=False):
+        out = self.body.forward(x, training=training)
+        skip = x if self.shortcut is None else self.shortcut.forward(x, training=training)
+        if out.shape != skip.shape:
+            raise ValueError(f"Residual: body gives {out.shape} but shortcut gives {skip.shape}")
+        return out + skip
+
+    def backward(self, dout):
+        dx = self.body.backward(dout)
+        return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))

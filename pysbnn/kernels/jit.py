@@ -1,0 +1,112 @@
+"""Backends and the one registry of compiled kernels.
+
+A kernel of :mod:`pysbnn.kernels` is a plain Python function (NumPy arrays
+in, NumPy arrays out). Its jitted twin is made by :class:`Twins` on first
+use, with ``cache=True`` so that it compiles once per machine; numba is
+imported then, never at module import. Under ``NUMBA_DISABLE_JIT=1`` numba
+hands the Python functions back, so the very same kernel code runs
+uncompiled (slowly, but with identical results).
+
+Every public kernel function takes ``backend=``:
+
+* ``"numpy"``: the NumPy reference (vectorised array code, no kernel);
+* ``"numba"``: the kernel code (compiled, or plain Python under
+  ``NUMBA_DISABLE_JIT=1``);
+* ``"auto"``: ``"numba"`` when numba is installed and JIT is enabled, else
+  ``"numpy"``.
+
+Parallel kernels loop with ``prange``: a module holding one sets the global
+``prange = range`` and :class:`Twins` rebinds it to ``numba.prange`` before
+compiling (``numba.prange`` called from Python behaves as ``range``).
+"""
+
+import importlib.util
+
+BACKENDS = ("auto", "numba", "numpy")
+
+_STATE = {}
+
+
+def numba_available():
+    """True when numba can be imported (it is not imported by this call)."""
+    if "available" not in _STATE:
+        _STATE["available"] = importlib.util.find_spec("numba") is not None
+    return _STATE["available"]
+
+
+def jit_disabled():
+    """True under ``NUMBA_DISABLE_JIT=1`` (imports numba; False without numba)."""
+    if not numba_available():
+        return False
+    import numba
+    return bool(numba.config.DISABLE_JIT)
+
+
+def check_backend(backend):
+    """``backend`` if it names a backend, else a ValueError (imports nothing)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def resolve_backend(backend="auto"):
+    """Map ``"auto" | "numba" | "numpy"`` to ``"numba"`` or ``"numpy"``.
+
+    ``"numba"`` runs the kernel code even under ``NUMBA_DISABLE_JIT=1`` (then
+    uncompiled); it raises ImportError when numba is not installed.
+    """
+    key = ("resolved", check_backend(backend))
+    if key not in _STATE:
+        if backend == "numba" and not numba_available():
+            raise ImportError("backend='numba' needs numba, which is not installed")
+        if backend == "auto":
+            _STATE[key] = "numba" if numba_available() and not jit_disabled() else "numpy"
+        else:
+            _STATE[key] = backend
+    return _STATE[key]
+
+
+class Twins:
+    """The jitted twins of one module's kernels, compiled together on first use.
+
+    Parameters
+    ----------
+    kernels : dict name -> plain Python function. A name ending in ``_par``
+        compiles with ``parallel=True``. Serial and parallel variants must be
+        different Python functions: with ``cache=True``, two dispatchers made
+        from one function can load each other's cache entry.
+    helpers : functions the kernels call, registered with numba's
+        ``register_jitable`` (``inline="always"`` for those in ``inline``).
+    setup : callables run once before compiling (e.g. registering LLVM IR
+        twins of helpers); skipped under ``NUMBA_DISABLE_JIT=1``.
+
+    ``twins[name]`` returns the compiled dispatcher (compiling, or loading from
+    the cache, on the first access of any name).
+    """
+
+    def __init__(self, kernels, helpers=(), inline=(), setup=()):
+        self.kernels, self.helpers, self.inline, self.setup = dict(kernels), helpers, inline, setup
+        self._compiled = {}
+
+    def __getitem__(self, name):
+        if not self._compiled:
+            self._compile()
+        return self._compiled[name]
+
+    def _compile(self):
+        import numba
+        from numba.extending import register_jitable
+
+        from . import intrinsics
+        if not numba.config.DISABLE_JIT:
+            intrinsics.register()
+            for fn in self.setup:
+                fn()
+        for fn in self.helpers:
+            register_jitable(inline="always" if fn in self.inline else "never")(fn)
+        for name, fn in self.kernels.items():
+            parallel = name.endswith("_par")
+            if parallel:
+                fn.__globals__["prange"] = numba.prange
+            # no fastmath: integer kernels gain nothing, and x >= 0 on NaN must stay False
+            self._compiled[name] = numba.njit(cache=True, parallel=parallel, nogil=True)(fn)
