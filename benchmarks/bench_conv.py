@@ -10,8 +10,8 @@ batch, in one process, methods interleaved and medians quoted
 (``_timing.interleaved_medians``):
 
 * ``float32 BLAS im2col`` -- im2col with sliding windows + one float32 GEMM;
-* ``dense binary (A)``    -- ``conv_kernels.bnn_conv3x3_packed`` (XNOR/popcount);
-* ``SBNN (B) ...``        -- ``conv_kernels.sbnn_conv3x3_packed`` with uniform
+* ``dense binary (A)``    -- ``kernels.conv_bnn.bnn_conv3x3_packed`` (XNOR/popcount);
+* ``SBNN (B) ...``        -- ``kernels.conv_sbnn.sbnn_conv3x3_packed`` with uniform
   random {0,1} weights at densities 0.5, 0.1, 0.05, 0.01, 0 (0: the fixed
   cost floor) and with the K0/K1 mix of Table 2's SBNN 95% and 99% rows;
 * ``... + contiguous NHWC copy`` -- Kernel B's NHWC view copied contiguous;
@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _timing import host_load, interleaved_medians  # noqa: E402
 
 from pysbnn import analysis  # noqa: E402
-from pysbnn.packed import conv_kernels as ck  # noqa: E402
+from pysbnn.kernels import conv_bnn, conv_layout, conv_sbnn  # noqa: E402
 
 try:
     from threadpoolctl import threadpool_limits
@@ -95,23 +95,23 @@ def conv_cases(quick=False, batches=None, threads=1, seed=0):
     weight_sets = [(f"uniform {d:g}", uniform_weights(d, rng)) for d in (0.5, 0.1, 0.05, 0.01, 0.0)]
     weight_sets += [(label, k0k1_weights(k0, k1, rng)) for label, k0, k1 in TABLE2_ROWS]
     w_latent = rng.standard_normal((C_OUT, C_IN, 3, 3)).astype(np.float32)
-    bplan = ck.prepare_bnn_conv3x3(w_latent)
-    splans = [("SBNN (B) " + label, w01, ck.prepare_sbnn_conv3x3(w01)) for label, w01 in weight_sets]
+    bplan = conv_bnn.prepare_bnn_conv3x3(w_latent)
+    splans = [("SBNN (B) " + label, w01, conv_sbnn.prepare_sbnn_conv3x3(w01)) for label, w01 in weight_sets]
     w2 = np.where(w_latent >= 0, 1, -1).astype(np.float32).transpose(2, 3, 1, 0).reshape(9 * C_IN, C_OUT)
     rows = []
     for batch in batches:
         par = threads > 1 and batch > 1
         x = np.where(rng.random((batch, H, W, C_IN)) < 0.5, -1, 1).astype(np.float32)
-        xp, planes = ck.pack_pixels(x, 1), ck.pack_planes(x)
+        xp, planes = conv_layout.pack_pixels(x, 1), conv_layout.pack_planes(x)
         funcs = {"float32 BLAS im2col": lambda: im2col_conv(x, w2),
-                 "dense binary (A)": lambda: ck.bnn_conv3x3_packed(xp, bplan, H, W, 1, 1, par)}
+                 "dense binary (A)": lambda: conv_bnn.bnn_conv3x3_packed(xp, bplan, H, W, 1, 1, par)}
         for name, _, sp in splans:
-            funcs[name] = lambda sp=sp: ck.sbnn_conv3x3_packed(planes, sp, H, W, 1, 1, par)
+            funcs[name] = lambda sp=sp: conv_sbnn.sbnn_conv3x3_packed(planes, sp, H, W, 1, 1, par)
         sp5 = splans[2][2]
         funcs[NHWC_COPY] = lambda: np.ascontiguousarray(
-            ck.sbnn_conv3x3_packed(planes, sp5, H, W, 1, 1, par)[0])
-        funcs["pack_pixels for A (Numba)"] = lambda: ck.pack_pixels(x, 1)
-        funcs["pack_planes for B (Numba)"] = lambda: ck.pack_planes(x)
+            conv_sbnn.sbnn_conv3x3_packed(planes, sp5, H, W, 1, 1, par)[0])
+        funcs["pack_pixels for A (Numba)"] = lambda: conv_layout.pack_pixels(x, 1)
+        funcs["pack_planes for B (Numba)"] = lambda: conv_layout.pack_planes(x)
         limit = threadpool_limits(threads) if threadpool_limits else contextlib.nullcontext()
         with limit:
             t = interleaved_medians(funcs, rounds=5 if quick else 9)

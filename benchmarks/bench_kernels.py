@@ -10,10 +10,10 @@ process with the methods of each (layer, batch) interleaved and medians
 quoted (``_timing.interleaved_medians``):
 
 * ``float32 BLAS``      -- ``x @ w.T`` in NumPy float32 (the baseline);
-* ``xnor dense``        -- ``dense_kernels.xnor_gemm`` on packed bits;
-* ``sbnn sliced``       -- ``dense_kernels.sbnn_gemm_sliced`` (batch in the word)
+* ``xnor dense``        -- ``kernels.xnor.xnor_gemm`` on packed bits;
+* ``sbnn sliced``       -- ``kernels.sliced.sbnn_gemm_sliced`` (batch in the word)
   at weight densities 0.5, 0.1, 0.05, 0.01;
-* ``sbnn wordskip``     -- ``dense_kernels.sbnn_gemm`` (skips all-zero words);
+* ``sbnn wordskip``     -- ``kernels.wordskip.sbnn_gemm`` (skips all-zero words);
 * ``... +pack`` rows    -- the same kernels starting from float activations
   (sign-and-pack included), and the packing alone.
 
@@ -39,8 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import host_load, interleaved_medians  # noqa: E402
 
-from pysbnn.packed import bits  # noqa: E402
-from pysbnn.packed import dense_kernels as dk  # noqa: E402
+from pysbnn.kernels import jit, sliced, words, wordskip, xnor  # noqa: E402
 
 ROW_KEYS = ("kernel", "shape", "batch", "density", "seconds",
             "float32_blas_seconds", "dense_binary_seconds")
@@ -51,24 +50,24 @@ def _dense_group(K, M, B, densities, rng, rounds):
     """Time every method on one (layer, batch); return the rows."""
     x = rng.standard_normal((B, K)).astype(np.float32)
     w = rng.standard_normal((M, K)).astype(np.float32)
-    a, xs = bits.pack_signs(x), bits.pack_batch_sliced(x)
-    w_xnor = dk.prepare_xnor(bits.pack_signs(w), K)
+    a, xs = words.pack_signs(x), words.pack_batch_sliced(x)
+    w_xnor = xnor.prepare_xnor(words.pack_signs(w), K)
     sparse = {}
     for d in densities:
-        w01_bits = bits.pack_bits(rng.random((M, K)) < d)
-        sparse[d] = (dk.prepare_sliced(w01_bits, K), dk.prepare_wordskip(w01_bits, K))
+        w01_bits = words.pack_bits(rng.random((M, K)) < d)
+        sparse[d] = (sliced.prepare_sliced(w01_bits, K), wordskip.prepare_wordskip(w01_bits, K))
 
     fns = {"float32 BLAS": lambda: x @ w.T,
-           "xnor dense": lambda: dk.xnor_gemm(a, w_xnor),
-           "xnor dense +pack": lambda: dk.xnor_gemm(bits.pack_signs(x), w_xnor),
-           "pack_signs": lambda: bits.pack_signs(x),
-           "pack_batch_sliced": lambda: bits.pack_batch_sliced(x)}
+           "xnor dense": lambda: xnor.xnor_gemm(a, w_xnor),
+           "xnor dense +pack": lambda: xnor.xnor_gemm(words.pack_signs(x), w_xnor),
+           "pack_signs": lambda: words.pack_signs(x),
+           "pack_batch_sliced": lambda: words.pack_batch_sliced(x)}
     for d, (w_sl, w_sk) in sparse.items():
-        fns["sbnn sliced@%g" % d] = lambda w_sl=w_sl: dk.sbnn_gemm_sliced(xs, w_sl, B)
-        fns["sbnn wordskip@%g" % d] = lambda w_sk=w_sk: dk.sbnn_gemm(a, w_sk)
+        fns["sbnn sliced@%g" % d] = lambda w_sl=w_sl: sliced.sbnn_gemm_sliced(xs, w_sl, B)
+        fns["sbnn wordskip@%g" % d] = lambda w_sk=w_sk: wordskip.sbnn_gemm(a, w_sk)
     if 0.05 in sparse:
         w_sl = sparse[0.05][0]
-        fns["sbnn sliced@0.05 +pack"] = lambda: dk.sbnn_gemm_sliced(bits.pack_batch_sliced(x), w_sl, B)
+        fns["sbnn sliced@0.05 +pack"] = lambda: sliced.sbnn_gemm_sliced(words.pack_batch_sliced(x), w_sl, B)
     t = interleaved_medians(fns, rounds=rounds)
 
     shape = "%dx%d" % (K, M)
@@ -179,7 +178,7 @@ def main():
         except ImportError:
             print("threadpoolctl missing: BLAS keeps its own thread count")
     print("backend: %s, numba threads: %s, BLAS threads: %s, host load before: %s"
-          % (bits.resolve_backend("auto"), threads, args.threads or "default", host_load()))
+          % (jit.resolve_backend("auto"), threads, args.threads or "default", host_load()))
     rows = []
     with limit:
         for case in CASES:

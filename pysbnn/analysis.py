@@ -19,7 +19,7 @@ Conventions
   operations") is one op per one-weight per position (popcount over the ones,
   no XNOR; a K1 kernel's shifted-plane add also counts 1), so
   ``bops_sparse == sbnn_conv_ops(...)["total"]`` and it equals what
-  ``pysbnn.packed.conv_kernels.sbnn_conv3x3`` records while it runs.
+  ``pysbnn.kernels.conv_sbnn.sbnn_conv3x3`` records while it runs.
 """
 import numpy as np
 
@@ -128,7 +128,7 @@ def bops_sparse(w, positions, binary=None):
 
 
 def sbnn_conv_ops(w, positions, binary=None):
-    """Operations Kernel B executes (conv_kernels.sbnn_conv3x3 records the
+    """Operations Kernel B executes (kernels.conv_sbnn.sbnn_conv3x3 records the
     same): K0 kernels 0, a K1 kernel 1 shifted-plane add per position, a
     kernel of Hamming weight h >= 2 h popcount ops per position.
     Returns dict(k1_shift, popcount, total)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import analysis
 from .entropy import binary_entropy
-from .packed.layers import PackedBinaryConv2d, PackedBinaryDense
+from .packed.layers import PackedBinaryConv2d
 from .packed.pack import pack
 
 

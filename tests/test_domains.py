@@ -54,6 +54,27 @@ def test_eq15_no_perturbation_does_better(w, deltas):
             assert other >= res.error - 1e-12 * scale**2
 
 
+@settings(max_examples=50, deadline=None)
+@given(weight_arrays(), finite_floats(-3, 3), finite_floats(-3, 3))
+def test_eq13_gradient_by_finite_differences(w, tau, phi):
+    """Eq. 13 is the gradient of L_B = ||w - (tau wbar + phi)||^2 in (tau, phi)."""
+    w = w / max(1.0, float(np.max(np.abs(w))))          # keep L_B of order N
+    loss = lambda t, f: float(np.sum((w - (t * sign(w) + f)) ** 2))
+    d_tau, d_phi = quantization_error_gradient(w, tau, phi)
+    h = 1e-6
+    # L_B is a quadratic in (tau, phi): central differences are exact up to rounding
+    assert d_tau == pytest.approx((loss(tau + h, phi) - loss(tau - h, phi)) / (2 * h), rel=1e-5, abs=1e-4)
+    assert d_phi == pytest.approx((loss(tau, phi + h) - loss(tau, phi - h)) / (2 * h), rel=1e-5, abs=1e-4)
+
+
+@given(mixed_sign_weights())
+def test_eq13_gradient_vanishes_at_eq15(w):
+    res = optimal_tau_phi(w)
+    scale = float(np.max(np.abs(w)))
+    d_tau, d_phi = quantization_error_gradient(w / scale, res.tau / scale, res.phi / scale)
+    assert abs(d_tau) <= 1e-9 * w.size and abs(d_phi) <= 1e-9 * w.size
+
+
 @given(st.integers(1, 30), st.data())
 def test_p_half_gives_xnor_values(half, data):
     pos = data.draw(st.lists(finite_floats(0, 100), min_size=half, max_size=half))

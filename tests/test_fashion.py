@@ -1,6 +1,5 @@
 """A float MLP trained with the hand-written engine on real Fashion-MNIST."""
 
-import numpy as np
 import pytest
 
 import pysbnn

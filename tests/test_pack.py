@@ -50,10 +50,10 @@ def small_cnn(domain, seed=0):
 
 @pytest.mark.parametrize("batch", [5, 70])
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_packed_mlp_equals_float_simulation(domain, batch):
+def test_packed_mlp_equals_float_simulation(domain, batch, backend):
     model = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2), images(200))
     x = images(batch, seed=3)
-    packed = pysbnn.pack(model)
+    packed = pysbnn.pack(model, backend=backend)
     ref = model.forward(x, training=False)
     out = packed.forward(x)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -65,12 +65,36 @@ def test_packed_mlp_equals_float_simulation(domain, batch):
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_packed_cnn_equals_float_simulation(domain):
+def test_packed_cnn_equals_float_simulation(domain, backend):
     model = trained_like(small_cnn(domain), images(16, (9, 9)))
     x = images(6, (9, 9), seed=4)
-    out, ref = pysbnn.pack(model).forward(x), model.forward(x, training=False)
+    out, ref = pysbnn.pack(model, backend=backend).forward(x), model.forward(x, training=False)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+
+
+def _executed_ops(packed):
+    return [layer.last_ops for _, layer in packed.packed_layers()]
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_numpy_and_numba_backends_give_identical_logits_and_counts(domain):
+    """pack(model, backend=...) in one process: the NumPy references and the kernels."""
+    for model, x in [(small_cnn(domain), images(6, (9, 9), seed=4)),
+                     (pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2), images(70, seed=3))]:
+        model = trained_like(model, x)
+        if isinstance(model.layers[3], pysbnn.BinaryDense):
+            sparsify(model.layers[3], 0.05)                   # the bit-sliced kernel runs too
+        by_numpy = pysbnn.pack(model, backend="numpy")
+        by_numba = pysbnn.pack(model, backend="numba")
+        np.testing.assert_array_equal(by_numpy.forward(x), by_numba.forward(x))
+        assert _executed_ops(by_numpy) == _executed_ops(by_numba)
+        assert sum(_executed_ops(by_numba)) > 0
+
+
+def test_pack_rejects_an_unknown_backend():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        pysbnn.pack(pysbnn.binary_mlp((16, 8, 3)), backend="gpu")
 
 
 def test_packed_model_save_load_and_size(tmp_path):

@@ -14,6 +14,8 @@ one popcount per weight bit and position, padded taps included
 (``analysis.bops_bnn``, the paper's O_BNN = 2N).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .. import analysis
@@ -23,6 +25,17 @@ from .jit import Twins, resolve_backend
 from .words import pack_last_axis, unpack_bits
 
 prange = range      # numba.prange in the parallel kernel (see jit.Twins)
+
+
+class BnnGeometry(NamedTuple):
+    """Kernel A's per-shape arguments: 3-bit tap-validity classes of the output
+    rows and columns, and the sizes."""
+    rcls: np.ndarray
+    ccls: np.ndarray
+    C_in: int
+    stride: int
+    H_out: int
+    W_out: int
 
 
 class BnnConvPlan:
@@ -53,13 +66,13 @@ class BnnConvPlan:
         self._geometry = {}
 
     def geometry(self, H, W, stride, padding):
-        """Cached (row classes, column classes, C_in, stride, H_out, W_out)."""
+        """The cached :class:`BnnGeometry` of an input size."""
         key = (H, W, stride, padding)
         if key not in self._geometry:
             H_out, W_out = conv_out_size(H, W, stride, padding)
-            self._geometry[key] = (_border_classes(H_out, H, stride, padding),
-                                   _border_classes(W_out, W, stride, padding),
-                                   self.C_in, stride, H_out, W_out)
+            self._geometry[key] = BnnGeometry(_border_classes(H_out, H, stride, padding),
+                                              _border_classes(W_out, W, stride, padding),
+                                              self.C_in, stride, H_out, W_out)
         return self._geometry[key]
 
 
@@ -143,20 +156,14 @@ def _bnn_image(n, A, Wt, corr, rcls, ccls, C_in, stride, H_out, W_out, out, ops)
     return 0
 
 
-def _bnn_serial(A, Wt, corr, rcls, ccls, C_in, stride, H_out, W_out):
-    out = np.empty((A.shape[0], H_out, W_out, Wt.shape[2]), np.int32)
-    ops = np.zeros(A.shape[0], np.int64)
+def _bnn_serial(A, Wt, corr, rcls, ccls, C_in, stride, H_out, W_out, out, ops):
     for n in range(A.shape[0]):
         _bnn_image(n, A, Wt, corr, rcls, ccls, C_in, stride, H_out, W_out, out, ops)
-    return out, ops.sum()
 
 
-def _bnn_parallel(A, Wt, corr, rcls, ccls, C_in, stride, H_out, W_out):
-    out = np.empty((A.shape[0], H_out, W_out, Wt.shape[2]), np.int32)
-    ops = np.zeros(A.shape[0], np.int64)
+def _bnn_parallel(A, Wt, corr, rcls, ccls, C_in, stride, H_out, W_out, out, ops):
     for n in prange(A.shape[0]):
         _bnn_image(n, A, Wt, corr, rcls, ccls, C_in, stride, H_out, W_out, out, ops)
-    return out, ops.sum()
 
 
 _TWINS = Twins({"bnn": _bnn_serial, "bnn_par": _bnn_parallel}, helpers=(_bnn_image,))
@@ -176,9 +183,11 @@ def bnn_conv3x3_packed(xp, plan, H, W, stride=1, padding=1, parallel=None, backe
         x = unpack_bits(xp[:, padding:padding + H, padding:padding + W], plan.C_in)
         return bnn_conv3x3_reference(2.0 * x - 1.0, plan.w, stride, padding)
     parallel = n >= _PAR_MIN_BATCH if parallel is None else bool(parallel)
-    run = _TWINS["bnn_par" if parallel else "bnn"]
-    out, total = run(np.ascontiguousarray(xp), plan.Wt, plan.corr, *plan.geometry(H, W, stride, padding))
-    return out, _ops(total)
+    geo = plan.geometry(H, W, stride, padding)
+    out = np.empty((n, geo.H_out, geo.W_out, plan.C_out), np.int32)
+    ops = np.zeros(n, np.int64)
+    _TWINS["bnn_par" if parallel else "bnn"](np.ascontiguousarray(xp), plan.Wt, plan.corr, *geo, out, ops)
+    return out, _ops(ops.sum())
 
 
 def bnn_conv3x3(x, w, stride=1, padding=1, parallel=None, backend="auto"):

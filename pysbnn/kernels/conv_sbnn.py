@@ -264,20 +264,14 @@ def _sbnn_image(n, planes, geo, out, ops):
     return 0
 
 
-def _sbnn_serial(planes, geo):
-    out = np.empty((planes.shape[0], geo.start.shape[0] - 1, geo.Pw * 64), np.int32)
-    ops = np.zeros((planes.shape[0], 2), np.int64)
+def _sbnn_serial(planes, geo, out, ops):
     for n in range(planes.shape[0]):
         _sbnn_image(n, planes, geo, out, ops)
-    return out, ops[:, 0].sum(), ops[:, 1].sum()
 
 
-def _sbnn_parallel(planes, geo):
-    out = np.empty((planes.shape[0], geo.start.shape[0] - 1, geo.Pw * 64), np.int32)
-    ops = np.zeros((planes.shape[0], 2), np.int64)
+def _sbnn_parallel(planes, geo, out, ops):
     for n in prange(planes.shape[0]):
         _sbnn_image(n, planes, geo, out, ops)
-    return out, ops[:, 0].sum(), ops[:, 1].sum()
 
 
 _TWINS = Twins({"sbnn": _sbnn_serial, "sbnn_par": _sbnn_parallel},
@@ -300,8 +294,10 @@ def sbnn_conv3x3_packed(planes, plan, H, W, stride=1, padding=1, parallel=None, 
         x = np.where(_unpack_planes(planes, H, W), 1.0, -1.0)
         return sbnn_conv3x3_reference(x, plan.w01, stride, padding)
     parallel = n >= _PAR_MIN_BATCH if parallel is None else bool(parallel)
-    buf, k1, multi = _TWINS["sbnn_par" if parallel else "sbnn"](np.ascontiguousarray(planes), geo)
-    k1, multi = int(k1), int(multi)
+    buf = np.empty((n, plan.C_out, geo.Pw * 64), np.int32)
+    counts = np.zeros((n, 2), np.int64)          # per image: K1 shifted copies, other ones
+    _TWINS["sbnn_par" if parallel else "sbnn"](np.ascontiguousarray(planes), geo, buf, counts)
+    k1, multi = (int(c) for c in counts.sum(axis=0))
     H_out, W_out, R = geo.H_out, geo.W_out, geo.R
     if geo.Pw * 64 == H_out * W_out:           # no padding columns or tail: reshape in place
         z = buf.reshape(n, plan.C_out, H_out, W_out)

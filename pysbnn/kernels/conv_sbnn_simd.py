@@ -121,20 +121,26 @@ def expand_store(out, V, vclass, C, cs, L, nw):
         out[64 * k:64 * k + 64] = V[64 * vclass[k]:64 * vclass[k] + 64] + 2 * cnt
 
 # ====================================================================== LLVM IR twins
+# Each twin is an IR body ``_*_body(f, b, args)`` (f: the IR vocabulary below,
+# b: the llvmlite builder, args: the LLVM values of the arguments) wrapped by
+# one small factory into a ``numba.extending.intrinsic`` returning void.
 
 class IR:
     """Small IR vocabulary for one codegen call (array arguments are C-contiguous)."""
 
     def __init__(self, context, builder, sig, args):
+        from llvmlite import ir
         from numba import types
         self.b, self.ctx = builder, context
         self.arrays = {k: context.make_array(t)(context, builder, a)
                        for k, (t, a) in enumerate(zip(sig.args, args))
                        if isinstance(t, types.Array)}
+        self.i8, self.i16, self.i32, self.i64 = (ir.IntType(n) for n in (8, 16, 32, 64))
+        self.v8 = ir.VectorType(self.i64, 8)         # one zmm: 8 words, 512 positions
 
     def c(self, v, ty=None):
         from llvmlite import ir
-        return ir.Constant(ty or ir.IntType(64), v)
+        return ir.Constant(ty or self.i64, v)
 
     def at(self, k, off, ty):                # pointer to ty at element off of array arg k
         return self.b.bitcast(self.b.gep(self.arrays[k].data, [off]), ty.as_pointer())
@@ -151,150 +157,145 @@ class IR:
     def splat(self, v, vty):
         from llvmlite import ir
         b, n = self.b, vty.count
-        i32 = ir.IntType(32)
-        one = b.insert_element(ir.Constant(vty, ir.Undefined), v, ir.Constant(i32, 0))
+        one = b.insert_element(ir.Constant(vty, ir.Undefined), v, self.c(0, self.i32))
         return b.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
-                                ir.Constant(ir.VectorType(i32, n), [0] * n))
+                                ir.Constant(ir.VectorType(self.i32, n), [0] * n))
 
     def var(self, v):                        # a mutable local (mem2reg makes it a register)
         from numba.core import cgutils
         return cgutils.alloca_once_value(self.b, v)
 
 
-def shift_rows_ir():
-    """IR twin of :func:`shift_rows`: funnel shifts of 8-word vectors, masked."""
-    from llvmlite import ir
-    from numba import types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
+def _codegen(body):
+    """numba codegen running ``body(IR, builder, args)``; the intrinsic returns void."""
+    def codegen(context, builder, sig, args):
+        body(IR(context, builder, sig, args), builder, args)
+        return context.get_dummy_value()
+    return codegen
 
-    i8, i16, i32, i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
-    v8 = ir.VectorType(i64, 8)
+
+def _shift_rows_body(f, b, args):
+    """IR of :func:`shift_rows`: funnel shifts of 8-word vectors, masked."""
+    from llvmlite import ir
+    from numba.core import cgutils
+    _, t, _, so, sh, _, mo, _, n8 = args
+    v8 = f.v8
+    n_rows, row_len = cgutils.unpack_tuple(b, f.arrays[2].shape, 2)
+    right, left = f.splat(sh, v8), f.splat(b.sub(f.c(63), sh), v8)
+    one, w = ir.Constant(v8, [1] * 8), b.mul(n8, f.c(8))
+    with cgutils.for_range(b, n_rows) as i:
+        r = b.add(b.mul(i.index, f.c(9)), t)
+        with b.if_then(b.icmp_unsigned("!=", f.scalar(7, r), f.c(0, f.i8))):     # used[r]
+            s0 = b.add(b.mul(i.index, row_len), so)
+            with cgutils.for_range(b, n8) as chunk:
+                kk = b.mul(chunk.index, f.c(8))
+                lo = f.load(2, b.add(s0, kk), v8)
+                hi = f.load(2, b.add(b.add(s0, kk), f.c(1)), v8)
+                res = b.or_(b.lshr(lo, right), b.shl(b.shl(hi, one), left))
+                res = b.and_(res, f.load(5, b.add(mo, kk), v8))
+                f.store(res, 0, b.add(b.mul(r, w), kk), v8)
+
+
+def _csa15_body(f, b, args):
+    """IR of :func:`csa15_add`: levels 0-3 of the counter stay in registers."""
+    from llvmlite import ir
+    from numba.core import cgutils
+    _, _, m0, m1, n8, _, L = args
+    v8, logic = f.v8, (b.xor, b.and_, b.or_)
+    cs = b.mul(n8, f.c(8))
+    n_groups = b.udiv(b.sub(m1, m0), f.c(GROUP))
+    tail = b.icmp_unsigned("==", b.urem(b.sub(m1, m0), f.c(GROUP)), f.c(7))
+    with cgutils.for_range(b, n8) as chunk:
+        kk = b.mul(chunk.index, f.c(8))
+        level = lambda j: b.add(kk, b.mul(j, cs))            # offset of level j in C
+        regs = [f.var(ir.Constant(v8, None)) for _ in range(4)]
+
+        def add_group(m, size, tree):
+            x = [f.load(0, b.add(f.scalar(1, b.add(m, f.c(u))), kk), v8) for u in range(size)]
+            digits = tree(x, *logic)
+            cy = _add_counter(digits, lambda j: b.load(regs[j]),
+                              lambda j, v: b.store(v, regs[j]), *logic)
+            if len(digits) < 4:                              # carry into level 3
+                v = b.load(regs[3])
+                b.store(b.xor(v, cy), regs[3])
+                cy = b.and_(v, cy)
+            carry = f.var(cy)                                # ripple into levels 4..L-1
+            with cgutils.for_range(b, b.sub(L, f.c(4))) as j:
+                off = level(b.add(j.index, f.c(4)))
+                v, cyv = f.load(5, off, v8), b.load(carry)
+                f.store(b.xor(v, cyv), 5, off, v8)
+                b.store(b.and_(v, cyv), carry)
+
+        with cgutils.for_range(b, n_groups) as group:
+            add_group(b.add(m0, b.mul(group.index, f.c(GROUP))), GROUP, _tree15)
+        with b.if_then(tail):
+            add_group(b.add(m0, b.mul(n_groups, f.c(GROUP))), 7, _tree7)
+        for j in range(4):
+            f.store(b.load(regs[j]), 5, level(f.c(j)), v8)
+
+
+def _expand_body(f, b, args):
+    """IR of :func:`expand_store`: Horner sums of the counter bits in bytes."""
+    from llvmlite import ir
+    from numba.core import cgutils
+    _, _, _, _, cs, L, nw = args
+    v64i8, v64i16, v64i32 = (ir.VectorType(t, 64) for t in (f.i8, f.i16, f.i32))
+    L_lo = b.select(b.icmp_signed("<", L, f.c(8)), L, f.c(8))
+    L_hi = b.sub(L, L_lo)
+
+    def horner(vty, first, count, k):
+        """sum_j 2^j (bit b of level first + j), j < count, for the 64 b."""
+        acc = f.var(ir.Constant(vty, None))
+        ones = ir.Constant(vty, [1] * 64)
+        with cgutils.for_range(b, count) as i:           # top level first
+            j = b.sub(b.add(first, b.sub(count, f.c(1))), i.index)
+            mask = b.bitcast(f.scalar(3, b.add(k, b.mul(j, cs))), ir.VectorType(ir.IntType(1), 64))
+            t = b.load(acc)
+            b.store(b.add(b.add(t, t), b.select(mask, ones, ir.Constant(vty, None))), acc)
+        return b.load(acc)
+
+    with cgutils.for_range(b, nw) as word:
+        k = word.index
+        cnt = b.zext(horner(v64i8, f.c(0), L_lo, k), v64i32)          # levels 0-7: bytes
+        v = b.sext(f.load(1, b.mul(f.scalar(2, k), f.c(64)), v64i16, align=2), v64i32)
+        res = f.var(b.add(v, b.add(cnt, cnt)))
+        with b.if_then(b.icmp_signed(">", L_hi, f.c(0)), likely=False):  # counts >= 256
+            hi = b.sext(horner(v64i16, f.c(8), L_hi, k), v64i32)
+            b.store(b.add(b.load(res), b.shl(hi, ir.Constant(v64i32, [9] * 64))), res)
+        f.store(b.load(res), 0, b.mul(k, f.c(64)), v64i32, align=4)
+
+
+def shift_rows_ir():
+    """The intrinsic twin of :func:`shift_rows`."""
+    from numba import types
+    from numba.extending import intrinsic
 
     @intrinsic
     def _shift_rows_ir(typingctx, T, t, src, so, sh, M, mo, used, n8):
-        sig = types.void(T, t, src, so, sh, M, mo, used, n8)
-
-        def codegen(context, builder, sig, args):
-            f, b = IR(context, builder, sig, args), builder
-            _, t, _, so, sh, _, mo, _, n8 = args
-            n_rows, row_len = cgutils.unpack_tuple(b, f.arrays[2].shape, 2)
-            right, left = f.splat(sh, v8), f.splat(b.sub(f.c(63), sh), v8)
-            one, w = ir.Constant(v8, [1] * 8), b.mul(n8, f.c(8))
-            with cgutils.for_range(b, n_rows) as i:
-                r = b.add(b.mul(i.index, f.c(9)), t)
-                with b.if_then(b.icmp_unsigned("!=", f.scalar(7, r), f.c(0, i8))):     # used[r]
-                    s0 = b.add(b.mul(i.index, row_len), so)
-                    with cgutils.for_range(b, n8) as chunk:
-                        kk = b.mul(chunk.index, f.c(8))
-                        lo = f.load(2, b.add(s0, kk), v8)
-                        hi = f.load(2, b.add(b.add(s0, kk), f.c(1)), v8)
-                        res = b.or_(b.lshr(lo, right), b.shl(b.shl(hi, one), left))
-                        res = b.and_(res, f.load(5, b.add(mo, kk), v8))
-                        f.store(res, 0, b.add(b.mul(r, w), kk), v8)
-            return context.get_dummy_value()
-        return sig, codegen
+        return types.void(T, t, src, so, sh, M, mo, used, n8), _codegen(_shift_rows_body)
     return _shift_rows_ir
 
 
 def csa15_ir():
-    """IR twin of :func:`csa15_add`: levels 0-3 of the counter stay in registers."""
-    from llvmlite import ir
+    """The intrinsic twin of :func:`csa15_add`."""
     from numba import types
-    from numba.core import cgutils
     from numba.extending import intrinsic
-
-    i8, i16, i32, i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
-    v8 = ir.VectorType(i64, 8)
 
     @intrinsic
     def _csa15_ir(typingctx, T, offs, m0, m1, n8, C, L):
-        sig = types.void(T, offs, m0, m1, n8, C, L)
-
-        def codegen(context, builder, sig, args):
-            f, b = IR(context, builder, sig, args), builder
-            _, _, m0, m1, n8, _, L = args
-            logic = (b.xor, b.and_, b.or_)
-            cs = b.mul(n8, f.c(8))
-            n_groups = b.udiv(b.sub(m1, m0), f.c(GROUP))
-            tail = b.icmp_unsigned("==", b.urem(b.sub(m1, m0), f.c(GROUP)), f.c(7))
-            with cgutils.for_range(b, n8) as chunk:
-                kk = b.mul(chunk.index, f.c(8))
-                level = lambda j: b.add(kk, b.mul(j, cs))            # offset of level j in C
-                regs = [f.var(ir.Constant(v8, None)) for _ in range(4)]
-
-                def add_group(m, size, tree):
-                    x = [f.load(0, b.add(f.scalar(1, b.add(m, f.c(u))), kk), v8) for u in range(size)]
-                    digits = tree(x, *logic)
-                    cy = _add_counter(digits, lambda j: b.load(regs[j]),
-                                      lambda j, v: b.store(v, regs[j]), *logic)
-                    if len(digits) < 4:                              # carry into level 3
-                        v = b.load(regs[3])
-                        b.store(b.xor(v, cy), regs[3])
-                        cy = b.and_(v, cy)
-                    carry = f.var(cy)                                # ripple into levels 4..L-1
-                    with cgutils.for_range(b, b.sub(L, f.c(4))) as j:
-                        off = level(b.add(j.index, f.c(4)))
-                        v, cyv = f.load(5, off, v8), b.load(carry)
-                        f.store(b.xor(v, cyv), 5, off, v8)
-                        b.store(b.and_(v, cyv), carry)
-
-                with cgutils.for_range(b, n_groups) as group:
-                    add_group(b.add(m0, b.mul(group.index, f.c(GROUP))), GROUP, _tree15)
-                with b.if_then(tail):
-                    add_group(b.add(m0, b.mul(n_groups, f.c(GROUP))), 7, _tree7)
-                for j in range(4):
-                    f.store(b.load(regs[j]), 5, level(f.c(j)), v8)
-            return context.get_dummy_value()
-        return sig, codegen
+        return types.void(T, offs, m0, m1, n8, C, L), _codegen(_csa15_body)
     return _csa15_ir
 
 
 def expand_ir():
-    """IR twin of :func:`expand_store`: Horner sums of the counter bits in bytes."""
-    from llvmlite import ir
+    """The intrinsic twin of :func:`expand_store`."""
     from numba import types
-    from numba.core import cgutils
     from numba.extending import intrinsic
-
-    i8, i16, i32, i64 = (ir.IntType(b) for b in (8, 16, 32, 64))
-    v8 = ir.VectorType(i64, 8)
 
     @intrinsic
     def _expand_ir(typingctx, out, V, vclass, C, cs, L, nw):
-        sig = types.void(out, V, vclass, C, cs, L, nw)
-
-        def codegen(context, builder, sig, args):
-            f, b = IR(context, builder, sig, args), builder
-            _, _, _, _, cs, L, nw = args
-            v64i8, v64i16, v64i32 = (ir.VectorType(t, 64) for t in (i8, i16, i32))
-            L_lo = b.select(b.icmp_signed("<", L, f.c(8)), L, f.c(8))
-            L_hi = b.sub(L, L_lo)
-
-            def horner(vty, first, count, k):
-                """sum_j 2^j (bit b of level first + j), j < count, for the 64 b."""
-                acc = f.var(ir.Constant(vty, None))
-                ones = ir.Constant(vty, [1] * 64)
-                with cgutils.for_range(b, count) as i:           # top level first
-                    j = b.sub(b.add(first, b.sub(count, f.c(1))), i.index)
-                    mask = b.bitcast(f.scalar(3, b.add(k, b.mul(j, cs))), ir.VectorType(ir.IntType(1), 64))
-                    t = b.load(acc)
-                    b.store(b.add(b.add(t, t), b.select(mask, ones, ir.Constant(vty, None))), acc)
-                return b.load(acc)
-
-            with cgutils.for_range(b, nw) as word:
-                k = word.index
-                cnt = b.zext(horner(v64i8, f.c(0), L_lo, k), v64i32)          # levels 0-7: bytes
-                v = b.sext(f.load(1, b.mul(f.scalar(2, k), f.c(64)), v64i16, align=2), v64i32)
-                res = f.var(b.add(v, b.add(cnt, cnt)))
-                with b.if_then(b.icmp_signed(">", L_hi, f.c(0)), likely=False):  # counts >= 256
-                    hi = b.sext(horner(v64i16, f.c(8), L_hi, k), v64i32)
-                    b.store(b.add(b.load(res), b.shl(hi, ir.Constant(v64i32, [9] * 64))), res)
-                f.store(b.load(res), 0, b.mul(k, f.c(64)), v64i32, align=4)
-            return context.get_dummy_value()
-        return sig, codegen
+        return types.void(out, V, vclass, C, cs, L, nw), _codegen(_expand_body)
     return _expand_ir
-
 
 
 def register_simd():

@@ -63,10 +63,13 @@ def col2im_numpy(dcols, x_shape, kh, kw, stride, padding):
 # ----------------------------------------------------------------------------
 # Kernels
 
-def im2col_kernel(x, stride, padding, cols):
-    """Fill ``cols[b, i, j, dy, dx, :] = x[b, s i + dy - p, s j + dx - p, :]`` (0 off the image).
+def _patches(x, cols, stride, padding, scatter):
+    """The index map of the patches, once: ``cols[b, i, j, dy, dx, :]`` is
+    ``x[b, s i + dy - p, s j + dx - p, :]``.
 
-    x : (n, h, w, c); cols : (n, ho, wo, kh, kw, c), overwritten entirely.
+    ``scatter=False`` copies ``x`` into ``cols`` (0 for taps off the image);
+    ``scatter=True`` adds ``cols`` into ``x`` (taps off the image dropped:
+    their input was the constant 0). x : (n, h, w, c); cols : (n, ho, wo, kh, kw, c).
     """
     n, h, w, c = x.shape
     _, ho, wo, kh, kw, _ = cols.shape
@@ -77,7 +80,12 @@ def im2col_kernel(x, stride, padding, cols):
                 for j in range(wo):
                     for dx in range(kw):
                         xx = j * stride + dx - padding
-                        if 0 <= y < h and 0 <= xx < w:
+                        inside = 0 <= y < h and 0 <= xx < w
+                        if scatter:
+                            if inside:
+                                for ch in range(c):
+                                    x[b, y, xx, ch] += cols[b, i, j, dy, dx, ch]
+                        elif inside:
                             for ch in range(c):
                                 cols[b, i, j, dy, dx, ch] = x[b, y, xx, ch]
                         else:
@@ -85,29 +93,17 @@ def im2col_kernel(x, stride, padding, cols):
                                 cols[b, i, j, dy, dx, ch] = 0
 
 
+def im2col_kernel(x, stride, padding, cols):
+    """Fill ``cols`` (n, ho, wo, kh, kw, c) with the patches of ``x`` (n, h, w, c)."""
+    _patches(x, cols, stride, padding, False)
+
+
 def col2im_kernel(dcols, stride, padding, dx):
-    """Scatter-add ``dcols[b, i, j, dy, dx_, :]`` into ``dx[b, s i + dy - p, s j + dx_ - p, :]``.
-
-    dcols : (n, ho, wo, kh, kw, c); dx : (n, h, w, c), zero on entry.
-    Taps falling on the padding are dropped (their input was the constant 0).
-    """
-    n, h, w, c = dx.shape
-    _, ho, wo, kh, kw, _ = dcols.shape
-    for b in range(n):
-        for i in range(ho):
-            for dy in range(kh):
-                y = i * stride + dy - padding
-                if y < 0 or y >= h:
-                    continue
-                for j in range(wo):
-                    for dx_ in range(kw):
-                        xx = j * stride + dx_ - padding
-                        if 0 <= xx < w:
-                            for ch in range(c):
-                                dx[b, y, xx, ch] += dcols[b, i, j, dy, dx_, ch]
+    """Scatter-add ``dcols`` (n, ho, wo, kh, kw, c) into ``dx`` (n, h, w, c), zero on entry."""
+    _patches(dx, dcols, stride, padding, True)
 
 
-_TWINS = Twins({"im2col": im2col_kernel, "col2im": col2im_kernel})
+_TWINS = Twins({"im2col": im2col_kernel, "col2im": col2im_kernel}, helpers=(_patches,), inline=(_patches,))
 
 
 def im2col(x, kh, kw, stride, padding, backend="auto"):

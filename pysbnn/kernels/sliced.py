@@ -109,6 +109,15 @@ def _csa(a, b, c):
     return (a & b) | (a & c) | (b & c), a ^ b ^ c
 
 
+def _add4(ones, twos, xc, ks, u, j):
+    """Add the words ``xc[ks[u + i] * W + j]`` (i < 4) to the levels ``ones, twos``:
+    three carry-save adders; returns ``(carry of weight 4, ones, twos)``."""
+    two_a, ones = _csa(ones, xc[ks[u] * W + j], xc[ks[u + 1] * W + j])
+    two_b, ones = _csa(ones, xc[ks[u + 2] * W + j], xc[ks[u + 3] * W + j])
+    four, twos = _csa(twos, two_a, two_b)
+    return four, ones, twos
+
+
 def _add16(s, xc, ks, j):
     """Add the 16 words ``xc[ks[u] * W + j]`` (u < 16) to the counters of word ``j``.
 
@@ -123,19 +132,11 @@ def _add16(s, xc, ks, j):
     twos = s[W + j]
     fours = s[2 * W + j]
     eights = s[3 * W + j]
-    two_a, ones = _csa(ones, xc[ks[0] * W + j], xc[ks[1] * W + j])
-    two_b, ones = _csa(ones, xc[ks[2] * W + j], xc[ks[3] * W + j])
-    four_a, twos = _csa(twos, two_a, two_b)
-    two_a, ones = _csa(ones, xc[ks[4] * W + j], xc[ks[5] * W + j])
-    two_b, ones = _csa(ones, xc[ks[6] * W + j], xc[ks[7] * W + j])
-    four_b, twos = _csa(twos, two_a, two_b)
+    four_a, ones, twos = _add4(ones, twos, xc, ks, 0, j)
+    four_b, ones, twos = _add4(ones, twos, xc, ks, 4, j)
     eight_a, fours = _csa(fours, four_a, four_b)
-    two_a, ones = _csa(ones, xc[ks[8] * W + j], xc[ks[9] * W + j])
-    two_b, ones = _csa(ones, xc[ks[10] * W + j], xc[ks[11] * W + j])
-    four_a, twos = _csa(twos, two_a, two_b)
-    two_a, ones = _csa(ones, xc[ks[12] * W + j], xc[ks[13] * W + j])
-    two_b, ones = _csa(ones, xc[ks[14] * W + j], xc[ks[15] * W + j])
-    four_b, twos = _csa(twos, two_a, two_b)
+    four_a, ones, twos = _add4(ones, twos, xc, ks, 8, j)
+    four_b, ones, twos = _add4(ones, twos, xc, ks, 12, j)
     eight_b, fours = _csa(fours, four_a, four_b)
     carry, eights = _csa(eights, eight_a, eight_b)
     s[j] = ones
@@ -264,8 +265,8 @@ def _sliced_parallel(xb, indptr, idx, ones, levels, B, out, ops):
 
 
 _TWINS = Twins({"sliced": _sliced_serial, "sliced_par": _sliced_parallel},
-               helpers=(_csa, _add16, _swap, _transpose8, _sliced_block),
-               inline=(_csa, _add16, _swap, _transpose8))
+               helpers=(_csa, _add4, _add16, _swap, _transpose8, _sliced_block),
+               inline=(_csa, _add4, _add16, _swap, _transpose8))
 
 _PAR_MIN_WORK = 1 << 16           # ones * ceil(B / 512) + B * M / 16
 
