@@ -46,6 +46,12 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 #: BasicBlocks per stage of ResNet-18 (as pysbnn.resnet.BLOCKS).
 BLOCKS = (2, 2, 2, 2)
+#: Smallest width trained in channels_last. Below it the 1x1 stride-2 shortcut
+#: conv's NHWC weight gradient in oneDNN (PyTorch's CPU conv) has fewer input
+#: channels than the ISA's block (8 with AVX2, 16 with AVX-512) and is wrong,
+#: segfaults, aborts (heap corruption) or hangs: oneDNN issue #6035, seen here
+#: with PyTorch 2.13.0 on AVX2 at widths 2, 4 and 6. NCHW is not affected.
+CHANNELS_LAST_MIN_TRAIN_WIDTH = 16
 
 _CACHE = {}
 
@@ -246,7 +252,7 @@ def resnet18_float32(width=16, in_channels=1, num_classes=10, mean=None, std=Non
 
 
 def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std=None,
-                          channels_last=True, seed=0):
+                          channels_last=None, seed=0):
     """Training twin of the binarized ``pysbnn.resnet.resnet18(width=...)``, train mode.
 
     The topology of :func:`resnet18_float32` with each of the 16 3x3 convs a
@@ -255,9 +261,13 @@ def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std
     ``tau``/``phi`` per conv (``w = tau sign(w~) + phi``, init 1 and 0). Stem,
     shortcuts and classifier stay float, as in pysbnn. Train it with
     :func:`train_step_fn` (Adam; latent weights clipped to [-1.5, 1.5] after
-    each step, as pysbnn's ``clip_latent_weights``). ``channels_last`` as in
-    :func:`resnet18_float32` (faster at width 16 batch 128; mixed at width 8
-    batch 32).
+    each step, as pysbnn's ``clip_latent_weights``).
+
+    ``channels_last``: None (default) picks it for ``width >= 16``
+    (:data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`), NCHW below. Measured here:
+    channels_last 1.2-2x faster at width 16 batch 128; at width 8 batch 32 the
+    two were within noise. True below width 16 raises ValueError (oneDNN bug,
+    see :data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`).
 
     Checked in float64 against pysbnn (``resnet18(quantizer="clipped")`` with
     the same weights): logits agree to 4e-15 and gradients to 2e-13 (the tau gradients, sums
@@ -267,6 +277,12 @@ def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std
     PyTorch's native op, the point being its speed.
     """
     BinaryConv2d = _modules()["BinaryConv2d"]
+    if channels_last is None:
+        channels_last = width >= CHANNELS_LAST_MIN_TRAIN_WIDTH
+    elif channels_last and width < CHANNELS_LAST_MIN_TRAIN_WIDTH:
+        raise ValueError(f"channels_last training needs width >= {CHANNELS_LAST_MIN_TRAIN_WIDTH} "
+                         f"(got {width}): oneDNN's NHWC 1x1 stride-2 weight gradient is wrong or "
+                         "crashes for fewer input channels (oneDNN issue #6035)")
     _seed(seed)
 
     def conv3x3(c_in, c_out, stride):

@@ -13,6 +13,23 @@ from .kernels.jit import check_backend
 
 LAYER_REGISTRY = {}
 
+_PARAMETER_VERSION = [0]
+
+
+def parameters_changed():
+    """Drop every cache derived from parameters (binarized weights of inference).
+
+    The optimisers, ``load_model`` / checkpoint loading, ``astype`` and latent
+    clipping call it; call it (or ``layer.parameters_changed()``) after
+    editing parameter arrays in place by hand.
+    """
+    _PARAMETER_VERSION[0] += 1
+
+
+def parameter_version():
+    """A counter that :func:`parameters_changed` advances."""
+    return _PARAMETER_VERSION[0]
+
 
 def as_generator(rng):
     """``None``/int seed/Generator -> ``np.random.Generator``."""
@@ -83,6 +100,21 @@ class Layer:
             for key, value in layer.buffers.items():
                 yield (f"{lname}.{key}" if lname else key), value
 
+    def parameters_changed(self):
+        """Drop caches derived from parameters after editing them in place (see
+        :func:`parameters_changed`); returns self."""
+        parameters_changed()
+        return self
+
+    def cached(self, name, make):
+        """``make()``, computed once per parameter version and kept on the layer."""
+        version = parameter_version()
+        store = self.__dict__.setdefault("_cached", {})
+        entry = store.get(name)
+        if entry is None or entry[0] != version:
+            entry = store[name] = (version, make())
+        return entry[1]
+
     def astype(self, dtype):
         """Cast parameters, gradients and float buffers in place; returns self."""
         for _, layer in self.named_layers():
@@ -90,6 +122,7 @@ class Layer:
                 for key, value in d.items():
                     if np.issubdtype(value.dtype, np.floating):
                         d[key] = value.astype(dtype)
+        parameters_changed()
         return self
 
     def set_backend(self, backend):
@@ -123,6 +156,7 @@ class Layer:
     def _init_param(self, name, value):
         self.params[name] = value
         self.grads[name] = np.zeros_like(value)
+        parameters_changed()
 
 
 class Dense(Layer):

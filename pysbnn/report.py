@@ -132,7 +132,7 @@ def summary(model, input_shape):
         if name in report:
             r = report[name]
             n = r["weights"]
-            folded = 16 * len(layer.buffers["threshold"]) if layer.fold else 0   # BN in float32
+            folded = 16 * len(layer.words) if layer.folded_bn else 0   # BN in float32
             f32, b1 = 4 * n + 8 + folded, (n + 7) // 8 + 8 + folded
             pk = sum(a.nbytes for a in layer.buffers.values())
             k0 = k1 = "-"

@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 
 from .containers import Residual, Sequential
-from .layers import LAYER_REGISTRY
+from .layers import LAYER_REGISTRY, parameters_changed
 
 FORMAT_VERSION = 1
 
@@ -57,6 +57,7 @@ def load_arrays(model, arrays, path="<arrays>"):
         if src.dtype.kind == "f" and not np.all(np.isfinite(src)):
             raise ValueError(f"{path}: {name} holds non-finite values")
         target[...] = src
+    parameters_changed()
 
 
 def atomic_savez(path, arrays):
