@@ -238,9 +238,9 @@ def resnet18_float32(width=16, in_channels=1, num_classes=10, mean=None, std=Non
     1x1 conv + BN shortcut where the shape changes; global average pool,
     BatchNorm1d, Linear. The 16 binary convs of pysbnn are ordinary float
     convs here. Tensors are NCHW-shaped; ``channels_last=True`` (the default)
-    stores weights and activations NHWC in memory, which PyTorch ran faster on
-    this 2-core AVX2 host at batch 256 (about 1.2-1.3x); at batch 1 the two
-    were within noise of each other, NCHW ahead in 2 of 3 runs.
+    stores weights and activations NHWC in memory, which PyTorch 2.13.0 ran
+    1.2-1.3x faster at batch 256 on a 2-core AVX2 host (4 runs of 4); at
+    batch 1 the two were within noise (each ahead in 2 runs of 4).
     """
     nn = _modules()["nn"]
     _seed(seed)
@@ -264,10 +264,11 @@ def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std
     each step, as pysbnn's ``clip_latent_weights``).
 
     ``channels_last``: None (default) picks it for ``width >= 16``
-    (:data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`), NCHW below. Measured here:
-    channels_last 1.2-2x faster at width 16 batch 128; at width 8 batch 32 the
-    two were within noise. True below width 16 raises ValueError (oneDNN bug,
-    see :data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`).
+    (:data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`), NCHW below. Measured on a 2-core
+    AVX2 host at width 16 batch 128: channels_last faster with 2 threads in 4
+    runs of 4, with 1 thread in 3 of 4 (1.04-1.3x; 0.72x in the fourth); at
+    width 8 batch 32 the formats were within noise. True below width 16
+    raises ValueError (oneDNN bug, see :data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`).
 
     Checked in float64 against pysbnn (``resnet18(quantizer="clipped")`` with
     the same weights): logits agree to 4e-15 and gradients to 2e-13 (the tau gradients, sums

@@ -23,6 +23,10 @@ class Sequential(Layer):
     def children(self):
         return self.layers
 
+    @classmethod
+    def build(cls, config, children):
+        return cls(children)
+
     def forward(self, x, training=False):
         for layer in self.layers:
             x = layer.forward(x, training=training)

@@ -72,6 +72,11 @@ class Layer:
         """Sub-layers (containers override)."""
         return []
 
+    @classmethod
+    def build(cls, config, children):
+        """Rebuild a layer from ``get_config()`` and its rebuilt ``children()`` (load_model)."""
+        return cls(*children, **config)
+
     def get_config(self):
         """JSON-serialisable constructor arguments."""
         return {}

@@ -12,7 +12,7 @@ import zipfile
 
 import numpy as np
 
-from .containers import Residual, Sequential
+from . import containers  # noqa: F401  (registers Sequential and Residual for loading)
 from .layers import LAYER_REGISTRY, parameters_changed
 
 FORMAT_VERSION = 1
@@ -29,11 +29,7 @@ def _build(spec, path):
     if cls is None:
         raise ValueError(f"{path}: unknown layer class {spec.get('class')!r}")
     children = [_build(c, path) for c in spec.get("children", [])]
-    if cls is Sequential:
-        return Sequential(children)
-    if cls is Residual:
-        return Residual(*children)
-    return cls(**spec.get("config", {}))
+    return cls.build(spec.get("config", {}), children)
 
 
 def model_arrays(model):

@@ -19,11 +19,12 @@ import numpy as np
 from ..binary import BinaryConv2d, BinaryDense
 from ..containers import Residual, Sequential
 from ..kernels.jit import check_backend
-from ..layers import BatchNorm, Layer, Normalize
+from ..layers import BatchNorm, Conv2d, HardTanh, Layer, Normalize
 from ..serialize import load_model, save_model
 from . import fold
 from .bits import Bits
 from .layers import PackedBinaryConv2d, PackedBinaryDense
+from .residual import PackedResidualUnit, fold_shortcut, is_unit
 
 
 def _pack_layer(layer):
@@ -59,6 +60,17 @@ def _pack_binary(layer, normalize, bn, sign_next):
     return packed
 
 
+def _pack_unit(res):
+    """A fused :class:`PackedResidualUnit` from ``Residual(Sequential([conv, bn]), shortcut)``."""
+    conv, bn = res.body.layers
+    if res.shortcut is None:
+        return PackedResidualUnit(_pack_binary(conv, None, bn, False))
+    sc_conv, sc_bn = res.shortcut.layers
+    unit = PackedResidualUnit(_pack_binary(conv, None, bn, False), shortcut_stride=sc_conv.stride)
+    unit.set_shortcut(*fold_shortcut(sc_conv, sc_bn))
+    return unit
+
+
 def _pack_sequential(seq):
     out, i, layers = [], 0, list(seq.layers)
     at = lambda j: layers[j] if j < len(layers) else None    # noqa: E731
@@ -68,6 +80,10 @@ def _pack_sequential(seq):
         if (isinstance(layer, Normalize) and layer.flatten and fold.normalize_of(layer) is not None
                 and isinstance(nxt, BinaryDense) and not nxt.binarize_input):
             normalize, i, layer = fold.normalize_of(layer), i + 1, nxt    # Normalize folded in
+        if is_unit(layer, nxt, BinaryConv2d, BatchNorm, Conv2d, HardTanh):
+            out.append(_pack_unit(layer))
+            i += 2                                             # HardTanh fused
+            continue
         if not isinstance(layer, (BinaryDense, BinaryConv2d)):
             out.append(_pack_layer(layer))
             i += 1
