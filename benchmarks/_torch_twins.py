@@ -70,8 +70,8 @@ def _modules():
     if "m" in _CACHE:
         return _CACHE["m"]
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     class Normalize(nn.Module):
         """Raw images -> ``(x / 255 - mean) / std`` in float32 (float64 stays), NCHW or flat.
@@ -166,8 +166,8 @@ def _modules():
         def forward(self, x):
             return self.act(self.bn(self.conv(x)) + self.shortcut(x))
 
-    _CACHE["m"] = dict(torch=torch, nn=nn, Normalize=Normalize, SignSTE=SignSTE,
-                       BinaryConv2d=BinaryConv2d, BinaryLinear=BinaryLinear, Unit=Unit)
+    _CACHE["m"] = {"torch": torch, "nn": nn, "Normalize": Normalize, "SignSTE": SignSTE,
+                   "BinaryConv2d": BinaryConv2d, "BinaryLinear": BinaryLinear, "Unit": Unit}
     return _CACHE["m"]
 
 
@@ -239,8 +239,8 @@ def resnet18_float32(width=16, in_channels=1, num_classes=10, mean=None, std=Non
     BatchNorm1d, Linear. The 16 binary convs of pysbnn are ordinary float
     convs here. Tensors are NCHW-shaped; ``channels_last=True`` (the default)
     stores weights and activations NHWC in memory, which PyTorch 2.13.0 ran
-    1.2-1.3x faster at batch 256 on a 2-core AVX2 host (4 runs of 4); at
-    batch 1 the two were within noise (each ahead in 2 runs of 4).
+    1.2-1.3x faster at batch 256 with one thread on a 2-core AVX2 host (4 runs
+    of 4); at batch 1 the two were within noise (each ahead in 2 runs of 4).
     """
     nn = _modules()["nn"]
     _seed(seed)
@@ -267,8 +267,9 @@ def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std
     (:data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`), NCHW below. Measured on a 2-core
     AVX2 host at width 16 batch 128: channels_last faster with 2 threads in 4
     runs of 4, with 1 thread in 3 of 4 (1.04-1.3x; 0.72x in the fourth); at
-    width 8 batch 32 the formats were within noise. True below width 16
-    raises ValueError (oneDNN bug, see :data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`).
+    width 8 batch 32 it was mixed (1 thread: 1.16-1.23x faster in 2 runs,
+    1.48x slower in a third). True below width 16 raises ValueError (oneDNN
+    bug, see :data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`).
 
     Checked in float64 against pysbnn (``resnet18(quantizer="clipped")`` with
     the same weights): logits agree to 4e-15 and gradients to 2e-13 (the tau gradients, sums

@@ -109,8 +109,8 @@ def test_packed_model_save_load_and_size(tmp_path):
     x = images(50, seed=5)
     np.testing.assert_array_equal(loaded.forward(x), packed.forward(x))
     with np.load(tmp_path / "p.npz", allow_pickle=False) as f:
-        assert f["buffers/1.w01"].dtype == np.uint64
-    # ~half ones: bitmaps, 70 rows x 1 word + 65 rows x 2 words + 3 rows x 2 words, 8 bytes each
+        assert f["payload"].dtype == np.uint8                   # coded weights + every other array
+    # in memory, ~half ones: bitmaps, 70 rows x 1 word + 65 rows x 2 words + 3 rows x 2 words
     assert sum(a.nbytes for n, a in packed.net.named_buffers() if n.endswith("w01")) == 8 * (70 + 130 + 6)
     assert packed.size_bytes() < packed.bytes_float32()
     with pytest.raises(ValueError, match="holds a 'packed'"):
@@ -168,21 +168,24 @@ def test_counts_executed_equal_analytic():
 
 
 GOLDEN = """\
-layer                     params    ones bits/w     K0     K1    BNN BOPs   SBNN BOPs      f32      BNN   packed
-================================================================================================================
-1 Conv2d                      40       -      -      -      -           -           -     160B     160B     160B
-2 BatchNorm2d                  8       -      -      -      -           -           -      64B      64B      64B
-3 BinaryConv2d               144   9.72%  0.460  50.0%  37.5%       1,152          56     648B      90B     112B
-5 Dense                       10       -      -      -      -           -           -      40B      40B      40B
-================================================================================================================
-total                        202                                    1,152          56     912B     354B     376B
+layer                     params    ones bits/w     K0     K1    BNN BOPs   SBNN BOPs      f32      BNN   stored     h(p)
+=========================================================================================================================
+1 Conv2d                      40       -      -      -      -           -           -     160B     160B     160B        -
+2 BatchNorm2d                  8       -      -      -      -           -           -      64B      64B      64B        -
+3 BinaryConv2d               144   9.72%  0.460  50.0%  37.5%       1,152          56     648B      90B     104B       9B
+5 Dense                       10       -      -      -      -           -           -      40B      40B      40B        -
+=========================================================================================================================
+total                        202                                    1,152          56     912B     354B     368B       9B
 BOPs: BNN / SBNN = 20.57x (executed, per image)
-memory: float32 / packed = 2.4x, BNN / packed = 0.94x"""
+binary weights: stored 24B, 2.667x their h(p) bound
+memory: float32 / stored = 2.5x, BNN / stored = 0.96x"""
 # Checked by hand: 14 ones of 144 (6 K1 kernels + 2 kernels of 4 ones), h(14/144) = 0.460;
 # BNN BOPs 2 * 4 * 4 * 9 * (2 x 2 positions) = 1,152; executed 6 K1 * 4 + 2 * 4 ones * 4 = 56;
 # the BatchNorm behind the binary conv is folded into it (16 B of float32 per channel in the
-# f32 / BNN columns): float32 144 * 4 + 8 (xi, eta) + 64, BNN 144 / 8 + 8 + 64, packed
-# 4 rows * 1 word * 8 + 16 (xi, eta) + 2 * 4 * 8 (A, C of Eq. 20 with the BatchNorm).
+# f32 / BNN columns): float32 144 * 4 + 8 (xi, eta) + 64, BNN 144 / 8 + 8 + 64; stored: the
+# 14 ones coded in 8 bytes (enumerative code, ceil(log2 C(144, 14)) = 64 bits) + a 16-byte
+# header, + 16 (xi, eta) + 2 * 4 * 8 (A, C of Eq. 20 with the BatchNorm); h(p) bound
+# ceil(144 * 0.460 / 8) = 9 B.
 
 
 def test_summary_golden_text():

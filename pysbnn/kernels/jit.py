@@ -100,6 +100,14 @@ class Twins:
             self._compile()
         return self._compiled[name]
 
+    def function(self, name, backend="auto"):
+        """The compiled twin when ``backend`` resolves to numba, else the plain function.
+
+        For kernels whose plain-Python code is their own reference (the decode
+        loops of :mod:`pysbnn.coding`): the same code either way.
+        """
+        return self[name] if resolve_backend(backend) == "numba" else self.kernels[name]
+
     def _compile(self):
         import numba
         from numba.extending import register_jitable

@@ -20,8 +20,7 @@ from ..binary import BinaryConv2d, BinaryDense
 from ..containers import Residual, Sequential
 from ..kernels.jit import check_backend
 from ..layers import BatchNorm, Conv2d, HardTanh, Layer, Normalize
-from ..serialize import load_model, save_model
-from . import fold
+from . import fold, storage
 from .bits import Bits
 from .layers import PackedBinaryConv2d, PackedBinaryDense
 from .residual import PackedResidualUnit, fold_shortcut, is_unit
@@ -154,8 +153,23 @@ class PackedModel:
                 if isinstance(l, (PackedBinaryDense, PackedBinaryConv2d))]
 
     def save(self, path):
-        """Write an ``.npz`` (no pickle), atomically."""
-        save_model(self.net, path, kind="packed")
+        """Write an ``.npz`` (no pickle), atomically, the binary weights coded near
+        their entropy bound (:mod:`pysbnn.packed.storage`, ``docs/format.md``)."""
+        storage.save_packed(self.net, self.packed_layers(), path)
+
+    def storage_report(self):
+        """Per binary layer (``[(name, dict)]``): weights N, ones, the coding method and
+        its ``stored`` bytes (header included), the ``bound`` ceil(N h(p) / 8), and the
+        ``bnn`` (N / 8) and ``float32`` (4 N) bytes of the same weights."""
+        rows = []
+        for name, layer in self.packed_layers():
+            enc = storage.encode_weights(layer)
+            n, ones = layer.ones_rows().size, layer.n_ones()
+            rows.append((name, {"weights": n, "ones": ones, "method": enc.method,
+                                "stored": storage.coding.stored_bytes(enc),
+                                "bound": storage.coding.entropy_bound_bytes(layer.ones_rows()),
+                                "bnn": (n + 7) // 8, "float32": 4 * n}))
+        return rows
 
     def size_bytes(self):
         """Bytes of every array inference needs (packed bits, thresholds, float layers)."""
@@ -195,5 +209,6 @@ class PackedModel:
 
 
 def load_packed(path, backend="auto"):
-    """Load a :class:`PackedModel` written by ``PackedModel.save``."""
-    return PackedModel(load_model(path, kind="packed")).with_backend(backend)
+    """Load a :class:`PackedModel` written by ``PackedModel.save`` (weights decoded once)."""
+    net, _ = storage.load_packed_net(path)
+    return PackedModel(net).with_backend(backend)

@@ -22,7 +22,6 @@ import numpy as np
 from ..kernels import residual
 from ..kernels.conv_sbnn import SbnnConvPlan, sbnn_conv3x3_buffer
 from ..layers import Layer
-from .layers import PackedBinaryConv2d
 
 
 def channel_major(x):
