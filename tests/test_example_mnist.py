@@ -40,7 +40,7 @@ def test_quick_run_writes_the_table_and_results(quick_run):
     assert seconds < 180
     header = next(line for line in proc.stdout.splitlines() if line.startswith("model"))
     for col in ("acc", "delta", "sparsity", "bits/w", "BOPs PR", "BParams PR", "f32 KB", "BNN KB",
-                "SBNN KB", "us/img packed", "us/img float", "agree"):
+                "h(p) KB", "SBNN KB", "us/img packed", "us/img float", "speed-up", "agree"):
         assert col in header
     rows = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in rows] == ["bnn", "sbnn90", "sbnn95"]
@@ -50,6 +50,9 @@ def test_quick_run_writes_the_table_and_results(quick_run):
         assert 0 <= r["achieved_sparsity"] <= 1 and 0 <= r["test_accuracy"] <= 1
         assert r["test_accuracy"] > 0.5
         assert (out / r["model_path"]).exists() and (out / r["packed_path"]).exists()
+        assert r["bytes_stored"] == (out / r["packed_path"]).stat().st_size
+        assert 0 < r["bytes_weights_stored"] <= 1.03 * r["bytes_entropy_bound"] + 3 * 16
+        assert 0 < r["seconds_per_image_packed"] < r["seconds_per_image_float"]
     assert (out / "sbnn_mnist.png").stat().st_size > 10_000
     assert "SubsetWarning" in proc.stderr or "5,000" in proc.stderr or "5k" in proc.stderr
 
