@@ -218,11 +218,25 @@ class BinaryConv2d(_BinaryLayer):
                     **self._binary_config())
 
     def forward(self, x, training=False):
-        xb = self._input(x)
         w_q, self._wcache = self._weights(training)
+        if self._on_packed_bits(x):
+            # sign(x) * w_q = tau S + phi Q with S, Q exact integers from the
+            # packed sign bits (XNOR-popcount); the same to float rounding
+            self._x = x
+            tau, phi = self.tau_phi() if training else self.cached("tau_phi", self.tau_phi)
+            out, self._cache = F.binary_conv3x3_forward(x, self.params["weight"], w_q, tau, phi,
+                                                        self.stride, self.backend)
+            return out
+        xb = self._input(x)
         out, self._cache = F.conv2d_forward(xb, w_q, None, self.stride, self.padding, self.backend)
         return out
 
+    def _on_packed_bits(self, x):
+        """The bit-packed path: a 3x3 conv on binarized input, padding 1, stride 1 or 2."""
+        return (self.binarize_input and self.kernel_size == 3 and self.padding == 1
+                and self.stride in (1, 2) and np.asarray(x).dtype.kind == "f"
+                and resolve_backend(self.backend) == "numba")
+
     def backward(self, dout):
-        dxb, dwq, _ = F.conv2d_backward(dout, self._cache)
+        dxb, dwq = F.binary_conv3x3_backward(dout, self._cache)
         return self._finish_backward(dxb, dwq)

@@ -5,10 +5,17 @@ Images are NHWC, dense weights ``(out_features, in_features)`` and conv weights
 ``(out_channels, in_channels, kh, kw)`` (see ``docs/conventions.md``).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .kernels import batchnorm as kbn
+from .kernels.conv_input_grad import conv3x3_input_grad, padded_channels, tap_weights
+from .kernels.conv_sign_hist import HIST_MAX_BYTES, histogram_bytes, sign_hist_weight_grad, signs_of_packed
+from .kernels.conv_xnor_train import pack_padded_signs, prepare_sign_weights, xnor_conv3x3_train
 from .kernels.im2col import col2im, conv_output_size, im2col
+from .kernels.jit import num_threads, resolve_backend
 
 
 # --------------------------------------------------------------------- dense
@@ -91,31 +98,123 @@ def conv2d_backward(dout, cache):
     1x1 convolutions neither.
     """
     x_shape, cols, wmat, w_shape, stride, padding, has_bias, backend = cache
-    c_out, c_in, kh, kw = w_shape
-    d2 = np.ascontiguousarray(dout).reshape(-1, c_out)
-    dw = (cols.T @ d2).T.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
-    n, h, w, _ = x_shape
-    if kh == kw == 1 and padding == 0:
-        dx = np.zeros(x_shape, dtype=d2.dtype)
-        dx[:, ::stride, ::stride] = (d2 @ wmat).reshape(n, (h - 1) // stride + 1, (w - 1) // stride + 1, c_in)
-    elif stride == 1 and kh == kw and padding < kh:
-        w_flip = wmat.reshape(c_out, kh, kw, c_in)[:, ::-1, ::-1].transpose(3, 1, 2, 0)  # (c_in, kh, kw, c_out)
-        dcols = im2col(np.asarray(dout), kh, kw, 1, kh - 1 - padding, backend)
-        dx = (dcols @ w_flip.reshape(c_in, -1).T).reshape(n, h, w, c_in)
-    else:
-        dx = col2im(d2 @ wmat, x_shape, kh, kw, stride, padding, backend)
+    d2 = np.ascontiguousarray(dout).reshape(-1, w_shape[0])
+    dw = _conv_weight_grad(cols, d2, w_shape)
+    dx = _conv_input_grad(d2, wmat, x_shape, w_shape, stride, padding, backend)
     db = d2.sum(axis=0) if has_bias else None
     return dx, dw, db
 
 
+def _conv_weight_grad(cols, d2, w_shape):
+    """``dw (c_out, c_in, kh, kw)`` from the patches and ``dout`` as ``(P, c_out)``."""
+    c_out, c_in, kh, kw = w_shape
+    return (cols.T @ d2).T.reshape(c_out, kh, kw, c_in).transpose(0, 3, 1, 2)
+
+
+def _conv_input_grad(d2, wmat, x_shape, w_shape, stride, padding, backend):
+    """``dx`` (NHWC ``x_shape``) from ``dout`` as ``(P, c_out)`` and the weight patches."""
+    c_out, c_in, kh, kw = w_shape
+    n, h, w, _ = x_shape
+    if kh == kw == 1 and padding == 0:
+        dx = np.zeros(x_shape, dtype=d2.dtype)
+        dx[:, ::stride, ::stride] = (d2 @ wmat).reshape(n, (h - 1) // stride + 1, (w - 1) // stride + 1, c_in)
+        return dx
+    if stride == 1 and kh == kw and padding < kh:
+        w_flip = wmat.reshape(c_out, kh, kw, c_in)[:, ::-1, ::-1].transpose(3, 1, 2, 0)  # (c_in, kh, kw, c_out)
+        dcols = im2col(d2.reshape(n, h + 2 * padding - kh + 1, w + 2 * padding - kw + 1, c_out),
+                       kh, kw, 1, kh - 1 - padding, backend)
+        return (dcols @ w_flip.reshape(c_in, -1).T).reshape(n, h, w, c_in)
+    return col2im(d2 @ wmat, x_shape, kh, kw, stride, padding, backend)
+
+
+# ------------------------------------------------------------- binary 3x3 conv
+class BinaryConvCache(NamedTuple):
+    """What :func:`binary_conv3x3_backward` needs: the input's packed sign bits."""
+    bits: np.ndarray
+    x_shape: tuple
+    w_q: np.ndarray
+    stride: int
+    backend: str
+
+
+#: the register-blocked input gradient beats im2col + GEMM up to this many channels
+INPUT_GRAD_MAX_CHANNELS = 64
+
+
+def binary_conv3x3_forward(x, w, w_q, tau, phi, stride=1, backend="auto"):
+    r"""``conv2d(sign(x), w_q)`` of a binary 3x3 convolution with padding 1, stride 1 or 2.
+
+    ``w_q = tau sign(w) + phi`` (``w``: latent weights), so the product is
+    :math:`\tau S + \phi Q` with ``S`` the integer product of the signs and
+    ``Q`` the sum of the input signs under each window
+    (:mod:`pysbnn.kernels.conv_xnor_train`: XNOR-popcount on packed bits);
+    ``backend="numpy"`` runs :func:`conv2d_forward` on ``sign(x)`` (the same to
+    float rounding). x: (n, h, w, c_in) float; returns ``(out, cache)``.
+    """
+    if resolve_backend(backend) == "numpy":
+        xb = (x >= 0).astype(x.dtype) * 2 - 1
+        return conv2d_forward(xb, w_q, None, stride, 1, backend)
+    n, h, wd, c_in = x.shape
+    threads = num_threads(backend)
+    bits = pack_padded_signs(x, backend, parallel=threads > 1)
+    out = xnor_conv3x3_train(bits, prepare_sign_weights(w), h, wd, stride, tau, phi, x.dtype,
+                             parallel=threads > 1 and n > 1)
+    return out, BinaryConvCache(bits, x.shape, w_q, stride, backend)
+
+
+def binary_conv3x3_backward(dout, cache):
+    """Gradients ``(dxb, dw_q)`` of :func:`binary_conv3x3_forward`, w.r.t. ``sign(x)`` and ``w_q``.
+
+    ``dw_q``: histograms of the input's sign patterns
+    (:mod:`pysbnn.kernels.conv_sign_hist`) while they fit the caches, else
+    im2col of the signs and a GEMM; ``dxb``: the register-blocked scatter of
+    :mod:`pysbnn.kernels.conv_input_grad` up to
+    :data:`INPUT_GRAD_MAX_CHANNELS` channels, else a GEMM.
+    """
+    if not isinstance(cache, BinaryConvCache):
+        dx, dw, _ = conv2d_backward(dout, cache)
+        return dx, dw
+    bits, x_shape, w_q, stride, backend = cache
+    n, h, w, c_in = x_shape
+    c_out = w_q.shape[0]
+    d = np.ascontiguousarray(dout, dtype=w_q.dtype)
+    threads = num_threads(backend)
+    if histogram_bytes(c_in, c_out, d.itemsize) <= HIST_MAX_BYTES:
+        dw = sign_hist_weight_grad(bits, c_in, d, stride, threads)
+    else:
+        cols = im2col(signs_of_packed(bits, c_in, d.dtype), 3, 3, stride, 1, backend)
+        dw = _conv_weight_grad(cols, d.reshape(-1, c_out), w_q.shape)
+    if max(c_in, c_out) <= INPUT_GRAD_MAX_CHANNELS:
+        dxp = conv3x3_input_grad(d, tap_weights(w_q, padded_channels(c_in)), h, w, stride,
+                                 parallel=threads > 1 and n > 1)
+        dx = dxp[:, 1:h + 1, 1:w + 1, :c_in]
+    else:
+        wmat = w_q.transpose(0, 2, 3, 1).reshape(c_out, -1)
+        dx = _conv_input_grad(d.reshape(-1, c_out), wmat, x_shape, w_q.shape, stride, 1, backend)
+    return dx, dw
+
+
 # ----------------------------------------------------------------- batchnorm
+class _FusedBatchNorm(NamedTuple):
+    """What the kernel backward of batchnorm needs: the input itself, not ``xhat``."""
+    x2: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    gamma: np.ndarray
+    training: bool
+    shape: tuple
+    threads: int
+
+
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
-                      momentum=0.1, eps=1e-5):
+                      momentum=0.1, eps=1e-5, backend="numpy"):
     """Batch normalisation over every axis but the last (features / channels).
 
     In training mode uses the batch statistics and updates ``running_mean`` and
     ``running_var`` in place (unbiased variance, PyTorch's convention); in eval
-    mode uses the running statistics.
+    mode uses the running statistics. ``backend="numba"`` (or ``"auto"`` with
+    numba) runs the fused passes of :mod:`pysbnn.kernels.batchnorm` (equal to
+    float rounding); ``"numpy"`` the formulas below.
 
     Parameters
     ----------
@@ -124,17 +223,17 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
     """
     c = x.shape[-1]
     x2 = x.reshape(-1, c)
+    m = x2.shape[0]
+    if training and m < 2:
+        raise ValueError("batchnorm: training needs more than one value per channel")
+    if resolve_backend(backend) == "numba":
+        return _batchnorm_forward_fused(x, x2, gamma, beta, running_mean, running_var, training,
+                                        momentum, eps, num_threads(backend))
     if training:
-        m = x2.shape[0]
-        if m < 2:
-            raise ValueError("batchnorm: training needs more than one value per channel")
         mean = x2.mean(axis=0)
         xc = x2 - mean
         var = (xc * xc).mean(axis=0)
-        running_mean *= 1 - momentum
-        running_mean += momentum * mean
-        running_var *= 1 - momentum
-        running_var += momentum * var * (m / (m - 1))
+        _update_running(running_mean, running_var, mean, var, m, momentum)
     else:
         xc = x2 - running_mean
         var = running_var
@@ -144,8 +243,36 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
     return out.reshape(x.shape), (xhat, inv_std, gamma, training, x.shape)
 
 
+def _update_running(running_mean, running_var, mean, var, m, momentum):
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * var * (m / (m - 1))
+
+
+def _batchnorm_forward_fused(x, x2, gamma, beta, running_mean, running_var, training,
+                             momentum, eps, threads):
+    x2 = np.ascontiguousarray(x2)
+    m = x2.shape[0]
+    if training:
+        s1, _ = kbn.channel_sums(x2, x2, threads=threads)
+        mean = s1 / m
+        s1, s2 = kbn.channel_sums(x2, x2, mean, mean, threads=threads)
+        mean, var = mean + s1 / m, s2 / m
+        _update_running(running_mean, running_var, mean.astype(running_mean.dtype),
+                        var.astype(running_var.dtype), m, momentum)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    a = gamma * inv_std
+    out = kbn.channel_affine(x2, a, x2, np.zeros_like(a), beta - mean * a, threads)
+    return out.reshape(x.shape), _FusedBatchNorm(x2, mean, inv_std, gamma, training, x.shape, threads)
+
+
 def batchnorm_backward(dout, cache):
     """Gradients of :func:`batchnorm_forward`: returns ``dx, dgamma, dbeta``."""
+    if isinstance(cache, _FusedBatchNorm):
+        return _batchnorm_backward_fused(dout, cache)
     xhat, inv_std, gamma, training, shape = cache
     d2 = dout.reshape(xhat.shape)
     dgamma = (d2 * xhat).sum(axis=0)
@@ -156,6 +283,16 @@ def batchnorm_backward(dout, cache):
     else:
         dx = dxhat * inv_std
     return dx.reshape(shape), dgamma, dbeta
+
+
+def _batchnorm_backward_fused(dout, cache):
+    x2, mean, inv_std, gamma, training, shape, threads = cache
+    d2 = np.ascontiguousarray(dout.reshape(x2.shape), dtype=x2.dtype)
+    s_d, s_dxc = kbn.channel_sums(d2, x2, 0.0, mean, threads=threads)
+    k, l, e, dgamma, dbeta = kbn.backward_coefficients(s_d, s_dxc, mean, inv_std, gamma,
+                                                       x2.shape[0], training)
+    dx = kbn.channel_affine(d2, k, x2, l, e, threads)
+    return dx.reshape(shape), dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
 
 
 # --------------------------------------------------------------- activations

@@ -242,10 +242,14 @@ class BatchNorm(Layer):
 
     Train mode normalises with batch statistics and updates the running ones
     (``momentum`` as in PyTorch); eval mode uses the running statistics.
+    ``backend``: ``"auto" | "numba" | "numpy"``, the fused kernel passes or the
+    NumPy formulas of :func:`pysbnn.functional.batchnorm_forward` (a run-time
+    choice, not saved).
     """
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, backend="auto"):
         super().__init__()
+        self.backend = check_backend(backend)
         self.num_features = check_positive_int("num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
@@ -263,7 +267,7 @@ class BatchNorm(Layer):
     def forward(self, x, training=False):
         out, self._cache = F.batchnorm_forward(
             x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
-            self.buffers["running_var"], training, self.momentum, self.eps)
+            self.buffers["running_var"], training, self.momentum, self.eps, self.backend)
         return out
 
     def backward(self, dout):

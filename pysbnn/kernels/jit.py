@@ -73,6 +73,14 @@ def resolve_backend(backend="auto"):
     return _STATE[key]
 
 
+def num_threads(backend="auto"):
+    """Threads the compiled kernels may use: numba's current count, 1 for NumPy."""
+    if resolve_backend(backend) != "numba":
+        return 1
+    import numba
+    return int(numba.get_num_threads())
+
+
 class Twins:
     """The jitted twins of one module's kernels, compiled together on first use.
 
