@@ -134,9 +134,14 @@ class _BinaryLayer(Layer):
         self.grads["weight"] = dw
         if dtau is not None:
             self.grads["tau"], self.grads["phi"] = dtau, dphi
+        if dxb is None:                     # backward_params: no input gradient
+            return None
         if self.binarize_input:
             return dxb * self.input_quantizer.grad(self._x)
         return dxb
+
+    def backward_params(self, dout):
+        self.backward(dout, input_grad=False)
 
 
 class BinaryDense(_BinaryLayer):
@@ -187,8 +192,8 @@ class BinaryDense(_BinaryLayer):
         q = xb.sum(axis=1, keepdims=True)
         return tau * S + phi * q
 
-    def backward(self, dout):
-        dxb, dwq, _ = F.dense_backward(dout, self._cache)
+    def backward(self, dout, input_grad=True):
+        dxb, dwq, _ = F.dense_backward(dout, self._cache, input_grad)
         return self._finish_backward(dxb, dwq)
 
 
@@ -237,6 +242,6 @@ class BinaryConv2d(_BinaryLayer):
                 and self.stride in (1, 2) and np.asarray(x).dtype.kind == "f"
                 and resolve_backend(self.backend) == "numba")
 
-    def backward(self, dout):
-        dxb, dwq = F.binary_conv3x3_backward(dout, self._cache)
+    def backward(self, dout, input_grad=True):
+        dxb, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad)
         return self._finish_backward(dxb, dwq)

@@ -39,10 +39,11 @@ def dense_forward(x, w, b=None):
     return out, (x, w, b is not None)
 
 
-def dense_backward(dout, cache):
-    """Gradients of :func:`dense_forward`: returns ``dx, dw, db`` (db None without bias)."""
+def dense_backward(dout, cache, input_grad=True):
+    """Gradients of :func:`dense_forward`: returns ``dx, dw, db`` (db None without bias;
+    dx None when ``input_grad`` is False)."""
     x, w, has_bias = cache
-    dx = dout @ w
+    dx = dout @ w if input_grad else None
     dw = dout.T @ x
     db = dout.sum(axis=0) if has_bias else None
     return dx, dw, db
@@ -86,8 +87,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, backend="auto"):
     return out.reshape(n, ho, wo, c_out), cache
 
 
-def conv2d_backward(dout, cache):
-    """Gradients ``dx, dw, db`` of :func:`conv2d_forward` (db None without bias).
+def conv2d_backward(dout, cache, input_grad=True):
+    """Gradients ``dx, dw, db`` of :func:`conv2d_forward` (db None without bias,
+    dx None when ``input_grad`` is False).
 
     ``dw = (cols^T dout)^T`` (the GEMM orientation OpenBLAS runs fastest for a
     tall, narrow ``dout``). The input gradient of a stride-1 convolution is
@@ -100,7 +102,7 @@ def conv2d_backward(dout, cache):
     x_shape, cols, wmat, w_shape, stride, padding, has_bias, backend = cache
     d2 = np.ascontiguousarray(dout).reshape(-1, w_shape[0])
     dw = _conv_weight_grad(cols, d2, w_shape)
-    dx = _conv_input_grad(d2, wmat, x_shape, w_shape, stride, padding, backend)
+    dx = _conv_input_grad(d2, wmat, x_shape, w_shape, stride, padding, backend) if input_grad else None
     db = d2.sum(axis=0) if has_bias else None
     return dx, dw, db
 
@@ -162,8 +164,9 @@ def binary_conv3x3_forward(x, w, w_q, tau, phi, stride=1, backend="auto"):
     return out, BinaryConvCache(bits, x.shape, w_q, stride, backend)
 
 
-def binary_conv3x3_backward(dout, cache):
-    """Gradients ``(dxb, dw_q)`` of :func:`binary_conv3x3_forward`, w.r.t. ``sign(x)`` and ``w_q``.
+def binary_conv3x3_backward(dout, cache, input_grad=True):
+    """Gradients ``(dxb, dw_q)`` of :func:`binary_conv3x3_forward`, w.r.t. ``sign(x)`` and ``w_q``
+    (``dxb`` None when ``input_grad`` is False).
 
     ``dw_q``: histograms of the input's sign patterns
     (:mod:`pysbnn.kernels.conv_sign_hist`) while they fit the caches, else
@@ -172,7 +175,7 @@ def binary_conv3x3_backward(dout, cache):
     :data:`INPUT_GRAD_MAX_CHANNELS` channels, else a GEMM.
     """
     if not isinstance(cache, BinaryConvCache):
-        dx, dw, _ = conv2d_backward(dout, cache)
+        dx, dw, _ = conv2d_backward(dout, cache, input_grad)
         return dx, dw
     bits, x_shape, w_q, stride, backend = cache
     n, h, w, c_in = x_shape
@@ -184,6 +187,8 @@ def binary_conv3x3_backward(dout, cache):
     else:
         cols = im2col(signs_of_packed(bits, c_in, d.dtype), 3, 3, stride, 1, backend)
         dw = _conv_weight_grad(cols, d.reshape(-1, c_out), w_q.shape)
+    if not input_grad:
+        return None, dw
     if max(c_in, c_out) <= INPUT_GRAD_MAX_CHANNELS:
         dxp = conv3x3_input_grad(d, tap_weights(w_q, padded_channels(c_in)), h, w, stride,
                                  parallel=threads > 1 and n > 1)

@@ -143,6 +143,13 @@ class Layer:
                 layer.backend = backend
         return self
 
+    def backward_params(self, dout):
+        """Fill ``grads`` from ``dout`` without the input gradient (the caller does
+        not need it, e.g. for the images fed to a network; :func:`pysbnn.fit`
+        calls it on the model). Layers without parameters do nothing; returns None."""
+        if self.params:
+            self.backward(dout)
+
     def zero_grad(self):
         for _, layer in self.named_layers():
             for key, value in layer.params.items():
@@ -188,12 +195,15 @@ class Dense(Layer):
         out, self._cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.dense_backward(dout, self._cache)
+    def backward(self, dout, input_grad=True):
+        dx, dw, db = F.dense_backward(dout, self._cache, input_grad)
         self.grads["weight"] = dw
         if self.bias:
             self.grads["bias"] = db
         return dx
+
+    def backward_params(self, dout):
+        self.backward(dout, input_grad=False)
 
 
 class Conv2d(Layer):
@@ -229,12 +239,15 @@ class Conv2d(Layer):
                                             self.stride, self.padding, self.backend)
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self._cache)
+    def backward(self, dout, input_grad=True):
+        dx, dw, db = F.conv2d_backward(dout, self._cache, input_grad)
         self.grads["weight"] = dw
         if self.bias:
             self.grads["bias"] = db
         return dx
+
+    def backward_params(self, dout):
+        self.backward(dout, input_grad=False)
 
 
 class BatchNorm(Layer):

@@ -229,7 +229,7 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
             xb, targets = _mixup(xb, yb, rng, mixup_alpha, num_classes)
         logits = model.forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, targets)
-        model.backward(dlogits)
+        model.backward_params(dlogits)          # the input images need no gradient
         lam = _apply_penalty(model, loss, *penalty) if target_ec is not None else 0.0
         opt.step()
         loss_sum += loss * len(yb)

@@ -177,3 +177,27 @@ def test_batchnorm_gradient_check_on_the_kernels():
     bn = BatchNorm2d(8, backend="numba")
     check_layer_gradients(bn, np.random.default_rng(3).standard_normal((4, 3, 3, 8)) + 2.0, rng=4)
     check_layer_gradients(bn, np.random.default_rng(3).standard_normal((4, 3, 3, 8)), training=False, rng=5)
+
+
+# -------------------------------------------------------------- parameters only
+@pytest.mark.parametrize("build", ["resnet", "mlp"])
+def test_backward_params_gives_the_same_gradients(build, backend):
+    """fit() skips the input gradient of the first layers; the parameters' gradients
+    are those of a full backward."""
+    import pysbnn
+    rng = np.random.default_rng(5)
+    if build == "resnet":
+        from pysbnn.resnet import resnet18
+        model, x = resnet18(width=8, seed=1), rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    else:
+        model, x = pysbnn.binary_mlp((784, 32, 10), seed=1), rng.integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    model.set_backend(backend)
+    logits = model.forward(x, training=True)
+    d = rng.standard_normal(logits.shape).astype(np.float32)
+    model.backward(d)
+    full = {k: v.copy() for k, v in model.named_grads()}
+    model.zero_grad()
+    model.forward(x, training=True)
+    assert model.backward_params(d) is None
+    for name, g in model.named_grads():
+        np.testing.assert_array_equal(g, full[name], err_msg=name)
