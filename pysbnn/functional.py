@@ -13,6 +13,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .kernels import batchnorm as kbn
 from .kernels.conv_input_grad import conv3x3_input_grad, padded_channels, tap_weights
 from .kernels.conv_sign_hist import HIST_MAX_BYTES, histogram_bytes, sign_hist_weight_grad, signs_of_packed
+from .kernels.conv_sign_tables import sign_table_input_grad, sign_table_weight_grad
 from .kernels.conv_xnor_train import pack_padded_signs, prepare_sign_weights, xnor_conv3x3_train
 from .kernels.im2col import col2im, conv_output_size, im2col
 from .kernels.jit import num_threads, resolve_backend
@@ -131,16 +132,32 @@ def _conv_input_grad(d2, wmat, x_shape, w_shape, stride, padding, backend):
 
 # ------------------------------------------------------------- binary 3x3 conv
 class BinaryConvCache(NamedTuple):
-    """What :func:`binary_conv3x3_backward` needs: the input's packed sign bits."""
+    """What :func:`binary_conv3x3_backward` needs: the input's packed sign bits,
+    the binary weights ``w_q = tau sign(w_signs) + phi``."""
     bits: np.ndarray
     x_shape: tuple
     w_q: np.ndarray
     stride: int
     backend: str
+    w_signs: np.ndarray
+    tau_phi: tuple
 
 
-#: the register-blocked input gradient beats im2col + GEMM up to this many channels
-INPUT_GRAD_MAX_CHANNELS = 64
+def _weight_grad_method(c_in, c_out, itemsize):
+    """Which kernel computes dL/dw_q of a binary conv (measured on a 2-core Zen 3,
+    docs/benchmarks.md): histograms over channel bytes for few input channels,
+    tables over image octets for more, a GEMM when neither applies."""
+    if c_in <= 16 and histogram_bytes(c_in, c_out, itemsize) <= HIST_MAX_BYTES:
+        return "histograms"
+    if c_out % 8 == 0:
+        return "tables"
+    return "histograms" if histogram_bytes(c_in, c_out, itemsize) <= HIST_MAX_BYTES else "gemm"
+
+
+def _input_grad_method(c_in):
+    """dL/dx_b: the register-blocked scatter for 16-32 input channels (whole
+    16-lane tiles, few output channels), tables of signed sums otherwise."""
+    return "scatter" if 16 <= c_in <= 32 else "tables"
 
 
 def binary_conv3x3_forward(x, w, w_q, tau, phi, stride=1, backend="auto"):
@@ -161,42 +178,45 @@ def binary_conv3x3_forward(x, w, w_q, tau, phi, stride=1, backend="auto"):
     bits = pack_padded_signs(x, backend, parallel=threads > 1)
     out = xnor_conv3x3_train(bits, prepare_sign_weights(w), h, wd, stride, tau, phi, x.dtype,
                              parallel=threads > 1 and n > 1)
-    return out, BinaryConvCache(bits, x.shape, w_q, stride, backend)
+    return out, BinaryConvCache(bits, x.shape, w_q, stride, backend, w, (tau, phi))
 
 
 def binary_conv3x3_backward(dout, cache, input_grad=True):
     """Gradients ``(dxb, dw_q)`` of :func:`binary_conv3x3_forward`, w.r.t. ``sign(x)`` and ``w_q``
     (``dxb`` None when ``input_grad`` is False).
 
-    ``dw_q``: histograms of the input's sign patterns
-    (:mod:`pysbnn.kernels.conv_sign_hist`) while they fit the caches, else
-    im2col of the signs and a GEMM; ``dxb``: the register-blocked scatter of
-    :mod:`pysbnn.kernels.conv_input_grad` up to
-    :data:`INPUT_GRAD_MAX_CHANNELS` channels, else a GEMM.
+    Both products have a +-1 operand: ``dw_q`` sums output-gradient rows by
+    the input's sign patterns (:mod:`pysbnn.kernels.conv_sign_hist`, or
+    :mod:`pysbnn.kernels.conv_sign_tables` over 8 images for many channels),
+    ``dxb`` looks the weights' sign patterns up in tables of signed sums
+    (``conv_sign_tables``) or, for 16-32 channels, runs the register-blocked
+    scatter of :mod:`pysbnn.kernels.conv_input_grad` (choices in
+    :func:`_weight_grad_method`, :func:`_input_grad_method`).
     """
     if not isinstance(cache, BinaryConvCache):
         dx, dw, _ = conv2d_backward(dout, cache, input_grad)
         return dx, dw
-    bits, x_shape, w_q, stride, backend = cache
+    bits, x_shape, w_q, stride, backend = cache[:5]
     n, h, w, c_in = x_shape
     c_out = w_q.shape[0]
     d = np.ascontiguousarray(dout, dtype=w_q.dtype)
     threads = num_threads(backend)
-    if histogram_bytes(c_in, c_out, d.itemsize) <= HIST_MAX_BYTES:
+    method = _weight_grad_method(c_in, c_out, d.itemsize)
+    if method == "histograms":
         dw = sign_hist_weight_grad(bits, c_in, d, stride, threads)
+    elif method == "tables":
+        dw = sign_table_weight_grad(bits, c_in, d, stride, threads)
     else:
         cols = im2col(signs_of_packed(bits, c_in, d.dtype), 3, 3, stride, 1, backend)
         dw = _conv_weight_grad(cols, d.reshape(-1, c_out), w_q.shape)
     if not input_grad:
         return None, dw
-    if max(c_in, c_out) <= INPUT_GRAD_MAX_CHANNELS:
-        dxp = conv3x3_input_grad(d, tap_weights(w_q, padded_channels(c_in)), h, w, stride,
-                                 parallel=threads > 1 and n > 1)
-        dx = dxp[:, 1:h + 1, 1:w + 1, :c_in]
-    else:
-        wmat = w_q.transpose(0, 2, 3, 1).reshape(c_out, -1)
-        dx = _conv_input_grad(d.reshape(-1, c_out), wmat, x_shape, w_q.shape, stride, 1, backend)
-    return dx, dw
+    parallel = threads > 1 and n > 1
+    if _input_grad_method(c_in) == "scatter":
+        dxp = conv3x3_input_grad(d, tap_weights(w_q, padded_channels(c_in)), h, w, stride, parallel)
+        return dxp[:, 1:h + 1, 1:w + 1, :c_in], dw
+    tau, phi = cache.tau_phi
+    return sign_table_input_grad(d, cache.w_signs, tau, phi, h, w, stride, parallel), dw
 
 
 # ----------------------------------------------------------------- batchnorm

@@ -10,6 +10,7 @@ from pysbnn.binary import BinaryConv2d
 from pysbnn.kernels import batchnorm as kbn
 from pysbnn.kernels import conv_input_grad as cig
 from pysbnn.kernels import conv_sign_hist as csh
+from pysbnn.kernels import conv_sign_tables as cst
 from pysbnn.kernels import conv_xnor_train as cxt
 from pysbnn.kernels import jit, simd
 from pysbnn.kernels.conv_bnn import bnn_conv3x3_reference
@@ -27,6 +28,7 @@ CASES = [  # (n, h, w, c_in, c_out, stride)
     (2, 5, 5, 130, 8, 1),
     (3, 4, 4, 8, 13, 2),
     (2, 6, 7, 24, 9, 1),
+    (2, 4, 4, 64, 24, 1),
 ]
 
 
@@ -113,6 +115,22 @@ def test_vector_kernels_as_plain_python():
     cig._input_grad_serial(d.reshape(-1), w9, dxp.reshape(-1), pix0, toff, 56)
     np.testing.assert_allclose(dxp[:, 1:6, 1:7], cig.input_grad_reference(d, wt, (2, 5, 6, 16), 2),
                                rtol=1e-12, atol=1e-12)
+    n, d8 = 9, np.concatenate([d] * 5)[:9]                   # two octets, the second partial
+    x9 = np.concatenate([x] * 5)[:9]
+    bits9 = cxt.pack_padded_signs(x9, "numpy")
+    kb, codes = 4, cst.weight_codes(wt, 4)
+    dT, acc = np.zeros((2, 9, 12, 8)), np.zeros((2, 7, 8, 16, 8))
+    out = np.empty((n, 5, 6, 16))
+    cst._input_grad_serial(d8.reshape(n, 9, 11), dT, codes, kb, 0.5, 0.25, 2, cxt.valid_taps(3, 5, 2),
+                           cxt.valid_taps(3, 6, 2), acc, out)
+    np.testing.assert_allclose(out, cig.input_grad_reference(d8, 0.5 * _sign(wt) + 0.25, x9.shape, 2),
+                               rtol=1e-12, atol=1e-12)
+    K, dws = np.zeros((2, 7, 8, 16), np.uint8), np.zeros((1, 9 * 16 * 8))
+    d16 = np.concatenate([d8, d8[..., :5]], axis=3)[..., :8].copy()
+    cst._weight_serial(bits9, K, d16.reshape(n, 9, 8), 2, cxt.valid_taps(3, 5, 2), cxt.valid_taps(3, 6, 2), dws, 8)
+    np.testing.assert_array_equal(K, cst.image_sign_bytes(bits9, 16))
+    np.testing.assert_allclose(dws[0].reshape(9, 16, 8).transpose(2, 1, 0).reshape(8, 16, 3, 3),
+                               csh.weight_grad_reference(bits9, 16, d16, 2), rtol=1e-12, atol=1e-12)
     v = simd.vfma(simd.vbroadcast(np.arange(3.0), 2), simd.vload(np.arange(10.0), 1), simd.vzero(np.ones(2)))
     np.testing.assert_array_equal(v, 2 * np.arange(1.0, 9.0))
 
@@ -201,3 +219,25 @@ def test_backward_params_gives_the_same_gradients(build, backend):
     assert model.backward_params(d) is None
     for name, g in model.named_grads():
         np.testing.assert_array_equal(g, full[name], err_msg=name)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_tables_over_image_octets_give_both_gradients(case, threads):
+    n, h, w, ci, co, s = case
+    rng = np.random.default_rng(6)
+    n = 2 * n + 5                                          # octets: full ones and a partial one
+    x = rng.standard_normal((n, h, w, ci))
+    wt = rng.standard_normal((co, ci, 3, 3))
+    d = rng.standard_normal((n, (h - 1) // s + 1, (w - 1) // s + 1, co))
+    tau, phi = 0.8, -0.15
+    w_q = tau * _sign(wt) + phi
+    want = cig.input_grad_reference(d, w_q, x.shape, s)
+    got = cst.sign_table_input_grad(d, wt, tau, phi, h, w, s, parallel=threads > 1)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    bits = cxt.pack_padded_signs(x)
+    np.testing.assert_array_equal(cst.image_sign_bytes(bits, ci).shape, (-(-n // 8), h + 2, w + 2, ci))
+    if co % 8 == 0:
+        want = csh.weight_grad_reference(bits, ci, d, s)
+        got = cst.sign_table_weight_grad(bits, ci, d, s, threads)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
