@@ -42,3 +42,28 @@ def host_load():
         return os.getloadavg()[0]
     except (AttributeError, OSError):
         return None
+
+
+def cpu_description():
+    """CPU model, cores, the flags that decide the kernels (avx2, avx512f,
+    avx512vpopcntdq) and the library versions, for a benchmark's header."""
+    import platform
+    import numpy as np
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        info = ""
+    lines = info.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                 platform.processor() or platform.machine())
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    feats = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512vpopcntdq"))
+    libs = [f"numpy {np.__version__}"]
+    for name in ("numba", "torch"):
+        try:
+            libs.append(f"{'PyTorch' if name == 'torch' else name} {__import__(name).__version__}")
+        except ImportError:
+            libs.append(f"no {name}")
+    load = host_load()
+    return (f"{model}, {os.cpu_count()} cpus; {feats}; {', '.join(libs)}; "
+            f"load {'?' if load is None else f'{load:.1f}'}")

@@ -137,7 +137,7 @@ class _BinaryLayer(Layer):
         if dxb is None:                     # backward_params: no input gradient
             return None
         if self.binarize_input:
-            return dxb * self.input_quantizer.grad(self._x)
+            return F.sign_ste_backward(dxb, self._x, self.input_quantizer, self.backend)
         return dxb
 
     def backward_params(self, dout):

@@ -17,6 +17,7 @@ from .kernels.conv_sign_tables import sign_table_input_grad, sign_table_weight_g
 from .kernels.conv_xnor_train import pack_padded_signs, prepare_sign_weights, xnor_conv3x3_train
 from .kernels.im2col import col2im, conv_output_size, im2col
 from .kernels.jit import num_threads, resolve_backend
+from .kernels.passthrough import clip_pass
 
 
 # --------------------------------------------------------------------- dense
@@ -143,6 +144,12 @@ class BinaryConvCache(NamedTuple):
     tau_phi: tuple
 
 
+#: kernels smaller than this (multiply-adds of the float product) run on one thread
+PARALLEL_MIN_MACS = 1 << 26
+#: BatchNorm passes over fewer elements run on one thread
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
 def _weight_grad_method(c_in, c_out, itemsize):
     """Which kernel computes dL/dw_q of a binary conv (measured on a 2-core Zen 3,
     docs/benchmarks.md): histograms over channel bytes for few input channels,
@@ -174,7 +181,7 @@ def binary_conv3x3_forward(x, w, w_q, tau, phi, stride=1, backend="auto"):
         xb = (x >= 0).astype(x.dtype) * 2 - 1
         return conv2d_forward(xb, w_q, None, stride, 1, backend)
     n, h, wd, c_in = x.shape
-    threads = num_threads(backend)
+    threads = num_threads(backend, x.size * w.shape[0] * 9 // stride ** 2, PARALLEL_MIN_MACS)
     bits = pack_padded_signs(x, backend, parallel=threads > 1)
     out = xnor_conv3x3_train(bits, prepare_sign_weights(w), h, wd, stride, tau, phi, x.dtype,
                              parallel=threads > 1 and n > 1)
@@ -200,7 +207,7 @@ def binary_conv3x3_backward(dout, cache, input_grad=True):
     n, h, w, c_in = x_shape
     c_out = w_q.shape[0]
     d = np.ascontiguousarray(dout, dtype=w_q.dtype)
-    threads = num_threads(backend)
+    threads = num_threads(backend, d.size * c_in * 9, PARALLEL_MIN_MACS)
     method = _weight_grad_method(c_in, c_out, d.itemsize)
     if method == "histograms":
         dw = sign_hist_weight_grad(bits, c_in, d, stride, threads)
@@ -253,7 +260,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
         raise ValueError("batchnorm: training needs more than one value per channel")
     if resolve_backend(backend) == "numba":
         return _batchnorm_forward_fused(x, x2, gamma, beta, running_mean, running_var, training,
-                                        momentum, eps, num_threads(backend))
+                                        momentum, eps, num_threads(backend, x2.size, PARALLEL_MIN_ELEMENTS))
     if training:
         mean = x2.mean(axis=0)
         xc = x2 - mean
@@ -326,9 +333,20 @@ def hardtanh_forward(x):
     return np.clip(x, -1.0, 1.0), x
 
 
-def hardtanh_backward(dout, x):
-    """Gradient of :func:`hardtanh_forward`."""
+def hardtanh_backward(dout, x, backend="numpy"):
+    """Gradient of :func:`hardtanh_forward` (``backend``: the one-pass kernel of
+    :mod:`pysbnn.kernels.passthrough`, or NumPy)."""
+    if resolve_backend(backend) == "numba":
+        return clip_pass(dout, x, 1.0, backend)
     return dout * (np.abs(x) <= 1.0)
+
+
+def sign_ste_backward(dout, x, quantizer, backend="numpy"):
+    """The chain rule through a sign STE: ``dout * quantizer.grad(x)``. The clipped
+    identity's (``|x| <= 1``) runs as one kernel pass with ``backend="numba"``."""
+    if quantizer.name == "clipped" and resolve_backend(backend) == "numba":
+        return clip_pass(dout, x, 1.0, backend)
+    return dout * quantizer.grad(x)
 
 
 def relu_forward(x):

@@ -297,14 +297,19 @@ class BatchNorm2d(BatchNorm):
 
 
 class HardTanh(Layer):
-    """``clip(x, -1, 1)``, the usual activation in front of a sign."""
+    """``clip(x, -1, 1)``, the usual activation in front of a sign. ``backend``
+    (run time, not saved): who computes the gradient mask."""
+
+    def __init__(self, backend="auto"):
+        super().__init__()
+        self.backend = check_backend(backend)
 
     def forward(self, x, training=False):
         out, self._cache = F.hardtanh_forward(x)
         return out
 
     def backward(self, dout):
-        return F.hardtanh_backward(dout, self._cache)
+        return F.hardtanh_backward(dout, self._cache, self.backend)
 
 
 class ReLU(Layer):

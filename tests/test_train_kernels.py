@@ -241,3 +241,19 @@ def test_tables_over_image_octets_give_both_gradients(case, threads):
         want = csh.weight_grad_reference(bits, ci, d, s)
         got = cst.sign_table_weight_grad(bits, ci, d, s, threads)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+# -------------------------------------------------------------- pass-through
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_pass_equals_the_numpy_mask(dtype, backend):
+    from pysbnn.kernels.passthrough import clip_pass, clip_pass_numpy
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 6, 7, 5)) * 1.5).astype(dtype)
+    x.flat[:4] = [1.0, -1.0, np.nan, 0.0]                     # both edges pass, NaN does not
+    d = rng.standard_normal((3, 8, 9, 6)).astype(dtype)
+    view = d[:, 1:7, 1:8, :5]                                # a cropped padded gradient
+    for dd in (view, np.ascontiguousarray(view)):
+        got = clip_pass(dd, x, 1.0, backend)
+        assert got.dtype == dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, clip_pass_numpy(np.ascontiguousarray(dd), x, 1.0))
+    np.testing.assert_array_equal(clip_pass(d[0, 0], d[1, 0], 0.5, backend), clip_pass_numpy(d[0, 0], d[1, 0], 0.5))

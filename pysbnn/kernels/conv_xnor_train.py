@@ -15,6 +15,8 @@ one-pixel zero ring), and ``w_{o,t}`` the sign bits of ``w[o, :, dy, dx]``.
 ``S`` and ``Q`` are exact integers; the float work is one multiply-add per
 output. Taps on the padding read zero words; their share
 ``C_in - 2 popcount(w_{o,t})`` is subtracted again (border positions only).
+With at most 21 channels the three pixels of a kernel row fit one word
+(``a_0 | a_1 << C | a_2 << 2C``): 3 popcounts per output instead of 9.
 
 The packed input is kept: the weight gradient reads the same bits
 (:mod:`~pysbnn.kernels.conv_sign_hist`). The NumPy reference is the float
@@ -121,14 +123,55 @@ def _forward_image(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
                 out[b, y, x, o] = tau * (9 * C_in - acc[o]) + q
 
 
+def _forward_image_rows(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
+    """As :func:`_forward_image` for ``3 C_in <= 64``: the three pixels of a
+    kernel row share one word (``R = a_0 | a_1 << C | a_2 << 2C``), so an
+    output costs 3 popcounts instead of 9."""
+    C_out = Wt.shape[2]
+    Hp, Wp = A.shape[1], A.shape[2]
+    Ho, Wo = out.shape[1], out.shape[2]
+    c1, c2 = np.uint64(C_in), np.uint64(2 * C_in)
+    R = np.empty((Hp, Wp - 2), np.uint64)
+    for yp in range(Hp):
+        for x in range(Wp - 2):
+            R[yp, x] = A[b, yp, x, 0] | (A[b, yp, x + 1, 0] << c1) | (A[b, yp, x + 2, 0] << c2)
+    Wr = np.empty((3, C_out), np.uint64)
+    for dy in range(3):
+        for o in range(C_out):
+            Wr[dy, o] = Wt[3 * dy, 0, o] | (Wt[3 * dy + 1, 0, o] << c1) | (Wt[3 * dy + 2, 0, o] << c2)
+    acc = np.zeros(C_out, np.int64)
+    for y in range(Ho):
+        iy = stride * y
+        for x in range(Wo):
+            ix = stride * x
+            r0, r1, r2 = R[iy, ix], R[iy + 1, ix], R[iy + 2, ix]
+            ones = popcount64(r0) + popcount64(r1) + popcount64(r2)
+            for o in range(C_out):
+                acc[o] = 2 * (popcount64(r0 ^ Wr[0, o]) + popcount64(r1 ^ Wr[1, o]) + popcount64(r2 ^ Wr[2, o]))
+            rm, cm = rmask[y], cmask[x]
+            n_valid = 9
+            if rm != 7 or cm != 7:
+                _border(acc, share, rm, cm)
+                n_valid = ((rm & 1) + (rm >> 1 & 1) + (rm >> 2)) * ((cm & 1) + (cm >> 1 & 1) + (cm >> 2))
+            q = phi * (2 * ones - C_in * n_valid)
+            for o in range(C_out):
+                out[b, y, x, o] = tau * (9 * C_in - acc[o]) + q
+
+
 def _forward_serial(A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
     for b in range(A.shape[0]):
-        _forward_image(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out)
+        if 3 * C_in <= WORD_BITS:
+            _forward_image_rows(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out)
+        else:
+            _forward_image(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out)
 
 
 def _forward_parallel(A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
     for b in prange(A.shape[0]):
-        _forward_image(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out)
+        if 3 * C_in <= WORD_BITS:
+            _forward_image_rows(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out)
+        else:
+            _forward_image(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out)
 
 
 def _pack_serial(x, A):
@@ -142,7 +185,7 @@ def _pack_parallel(x, A):
 
 _TWINS = Twins({"fwd": _forward_serial, "fwd_par": _forward_parallel,
                 "pack": _pack_serial, "pack_par": _pack_parallel},
-               helpers=(_pack_padded, _border, _forward_image))
+               helpers=(_pack_padded, _border, _forward_image, _forward_image_rows))
 
 
 def pack_padded_signs(x, backend="auto", parallel=False):
