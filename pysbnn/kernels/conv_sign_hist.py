@@ -16,13 +16,12 @@ So sum the rows by pattern first (``"Four Russians"``),
 
 one vector add of ``d[p, :]`` per (position, tap, byte) instead of 8
 multiply-adds, and expand once per step:
-``dw[o, 8 g + j, t] = sum_k (2 bit_j(k) - 1) H[t, g, k, o]`` (one GEMM with a
-256 x 8 matrix of signs). Taps on the padding (input 0) are skipped.
+``dw[o, 8 g + j, t] = sum_k (2 bit_j(k) - 1) H[t, g, k, o]``. Taps on the padding (input 0) are skipped.
 
 Input: the sign bits that the forward packed (``conv_xnor_train.pack_padded_signs``:
 pixel words with a zero ring, read here as bytes). The work is
 ``9 * ceil(C_in / 8)`` vector adds of C_out floats per position plus
-``256 * 9 * ceil(C_in / 8) * C_out`` for the expansion, so it pays when the
+``8 * 256 * 9 * ceil(C_in / 8) * C_out`` adds for the expansion, so it pays when the
 positions outnumber the patterns (large images, few channels); with many
 channels and few positions the GEMM of the NumPy reference is cheaper
 (:data:`HIST_MAX_BYTES`). Reference: im2col of the signs and one GEMM.
@@ -40,9 +39,6 @@ prange = range      # numba.prange in the parallel kernel (see jit.Twins)
 
 #: histograms larger than this miss the caches on every add; callers use the GEMM then.
 HIST_MAX_BYTES = 1 << 21
-
-_SIGNS = 2.0 * ((np.arange(256)[:, None] >> np.arange(8)[None, :]) & 1) - 1.0   # (256, 8)
-
 
 # ----------------------------------------------------------------------------
 # NumPy reference
@@ -64,8 +60,16 @@ def weight_grad_reference(A, C_in, d, stride):
 def expand_histograms(H, C_in):
     """``dw (C_out, C_in, 3, 3)`` from histograms ``H (9, G, 256, C_out)``."""
     nine, G, _, C_out = H.shape
-    bits = np.tensordot(_SIGNS.astype(H.dtype), H, axes=([0], [2]))   # (8, 9, G, C_out)
-    dw = bits.transpose(3, 2, 0, 1).reshape(C_out, 8 * G, 9)[:, :C_in]
+    # sum_k (2 bit_j(k) - 1) H[k] = (sum of the rows with bit j set) - (the others),
+    # top bit first, folding the two halves after each bit (no BLAS call: a tiny
+    # GEMM on two OpenBLAS threads stalled for milliseconds on the busy machine)
+    rows = np.ascontiguousarray(H.transpose(2, 0, 1, 3)).reshape(256, -1)
+    bits = np.empty((8, rows.shape[1]), H.dtype)
+    for j in range(7, -1, -1):
+        top, bottom = rows[1 << j:], rows[:1 << j]
+        bits[j] = top.sum(axis=0) - bottom.sum(axis=0)
+        rows = top + bottom
+    dw = bits.reshape(8, nine, G, C_out).transpose(3, 2, 0, 1).reshape(C_out, 8 * G, 9)[:, :C_in]
     return dw.reshape(C_out, C_in, 3, 3)
 
 
