@@ -129,14 +129,16 @@ class _BinaryLayer(Layer):
         self._x = x
         return self.input_quantizer.forward(x) if self.binarize_input else x
 
-    def _finish_backward(self, dxb, dwq):
+    def _finish_backward(self, dxb, dwq, through_ste=True):
+        """Weight, tau, phi gradients from ``dwq``; the input gradient from ``dxb``
+        (w.r.t. the binarized input: through the STE unless ``through_ste`` is False)."""
         dw, dtau, dphi = self.domain.backward(dwq, self._wcache)
         self.grads["weight"] = dw
         if dtau is not None:
             self.grads["tau"], self.grads["phi"] = dtau, dphi
         if dxb is None:                     # backward_params: no input gradient
             return None
-        if self.binarize_input:
+        if self.binarize_input and through_ste:
             return F.sign_ste_backward(dxb, self._x, self.input_quantizer, self.backend)
         return dxb
 
@@ -243,5 +245,9 @@ class BinaryConv2d(_BinaryLayer):
                 and resolve_backend(self.backend) == "numba")
 
     def backward(self, dout, input_grad=True):
-        dxb, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad)
-        return self._finish_backward(dxb, dwq)
+        if not self.binarize_input:
+            dxb, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad)
+            return self._finish_backward(dxb, dwq)
+        # the STE is applied while the kernel's padded result is cropped
+        dx, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad, self.input_quantizer, self._x)
+        return self._finish_backward(dx, dwq, through_ste=False)

@@ -151,9 +151,11 @@ PARALLEL_MIN_ELEMENTS = 1 << 20
 
 
 def _weight_grad_method(c_in, c_out, itemsize):
-    """Which kernel computes dL/dw_q of a binary conv (measured on a 2-core Zen 3,
-    docs/benchmarks.md): histograms over channel bytes for few input channels,
-    tables over image octets for more, a GEMM when neither applies."""
+    """Which kernel computes dL/dw_q of a binary conv (chosen by timing the kernels
+    on the ResNet-18's layer shapes on a 2-core Zen 3 while they were written;
+    that per-shape table is not recorded): histograms over channel bytes for
+    few input channels, tables over image octets for more, a GEMM when neither
+    applies."""
     if c_in <= 16 and histogram_bytes(c_in, c_out, itemsize) <= HIST_MAX_BYTES:
         return "histograms"
     if c_out % 8 == 0:
@@ -188,9 +190,11 @@ def binary_conv3x3_forward(x, w, w_q, tau, phi, stride=1, backend="auto"):
     return out, BinaryConvCache(bits, x.shape, w_q, stride, backend, w, (tau, phi))
 
 
-def binary_conv3x3_backward(dout, cache, input_grad=True):
+def binary_conv3x3_backward(dout, cache, input_grad=True, quantizer=None, x=None):
     """Gradients ``(dxb, dw_q)`` of :func:`binary_conv3x3_forward`, w.r.t. ``sign(x)`` and ``w_q``
-    (``dxb`` None when ``input_grad`` is False).
+    (``dxb`` None when ``input_grad`` is False). Given the sign's ``quantizer``
+    and the input ``x``, the first gradient is w.r.t. ``x``, through the STE
+    (:func:`sign_ste_backward`, applied while cropping the padded result).
 
     Both products have a +-1 operand: ``dw_q`` sums output-gradient rows by
     the input's sign patterns (:mod:`pysbnn.kernels.conv_sign_hist`, or
@@ -202,6 +206,8 @@ def binary_conv3x3_backward(dout, cache, input_grad=True):
     """
     if not isinstance(cache, BinaryConvCache):
         dx, dw, _ = conv2d_backward(dout, cache, input_grad)
+        if quantizer is not None and dx is not None:
+            dx = sign_ste_backward(dx, x, quantizer, cache[-1])
         return dx, dw
     bits, x_shape, w_q, stride, backend = cache[:5]
     n, h, w, c_in = x_shape
@@ -220,10 +226,16 @@ def binary_conv3x3_backward(dout, cache, input_grad=True):
         return None, dw
     parallel = threads > 1 and n > 1
     if _input_grad_method(c_in) == "scatter":
-        dxp = conv3x3_input_grad(d, tap_weights(w_q, padded_channels(c_in)), h, w, stride, parallel)
-        return dxp[:, 1:h + 1, 1:w + 1, :c_in], dw
-    tau, phi = cache.tau_phi
-    return sign_table_input_grad(d, cache.w_signs, tau, phi, h, w, stride, parallel), dw
+        w9 = tap_weights(w_q, padded_channels(c_in))
+        if quantizer is not None and quantizer.name == "clipped":        # the STE fused
+            return conv3x3_input_grad(d, w9, h, w, stride, c_in, parallel, x, 1.0), dw
+        dxb = conv3x3_input_grad(d, w9, h, w, stride, c_in, parallel)
+    else:
+        tau, phi = cache.tau_phi
+        if quantizer is not None and quantizer.name == "clipped":        # the STE fused
+            return sign_table_input_grad(d, cache.w_signs, tau, phi, h, w, stride, parallel, x, 1.0), dw
+        dxb = sign_table_input_grad(d, cache.w_signs, tau, phi, h, w, stride, parallel)
+    return (dxb if quantizer is None else sign_ste_backward(dxb, x, quantizer, backend)), dw
 
 
 # ----------------------------------------------------------------- batchnorm

@@ -93,10 +93,13 @@ def test_register_blocked_input_gradient(case, parallel):
     _, wt, d = _data(case, np.float64)
     n, h, w, ci, co, s = case
     want = cig.input_grad_reference(d, wt, (n, h, w, ci), s)
-    dxp = cig.conv3x3_input_grad(d, cig.tap_weights(wt, cig.padded_channels(ci)), h, w, s, parallel)
-    assert dxp.shape == (n, h + 2, w + 2, cig.padded_channels(ci))
-    np.testing.assert_array_equal(dxp[..., ci:], 0)
-    np.testing.assert_allclose(dxp[:, 1:h + 1, 1:w + 1, :ci], want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    w9 = cig.tap_weights(wt, cig.padded_channels(ci))
+    plain = cig.conv3x3_input_grad(d, w9, h, w, s, ci, parallel)
+    np.testing.assert_allclose(plain, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    x = np.random.default_rng(1).standard_normal(want.shape)
+    x.flat[:3] = [1.0, -1.0, np.nan]                          # the clipped STE: edges pass, NaN not
+    got = cig.conv3x3_input_grad(d, w9, h, w, s, ci, parallel, x, 1.0)
+    np.testing.assert_array_equal(got, plain * (np.abs(x) <= 1))
 
 
 def test_vector_kernels_as_plain_python():
@@ -111,18 +114,16 @@ def test_vector_kernels_as_plain_python():
                                csh.weight_grad_reference(bits, 16, d, 2), rtol=1e-12, atol=1e-12)
     w9 = cig.tap_weights(wt, 16)
     pix0, toff = cig.geometry(5, 6, 2)
-    dxp = np.zeros((2, 7, 8, 16))
-    cig._input_grad_serial(d.reshape(-1), w9, dxp.reshape(-1), pix0, toff, 56)
-    np.testing.assert_allclose(dxp[:, 1:6, 1:7], cig.input_grad_reference(d, wt, (2, 5, 6, 16), 2),
-                               rtol=1e-12, atol=1e-12)
+    dx = np.empty((2, 5, 6, 16))
+    cig._input_grad_serial(d.reshape(-1), w9, pix0, toff, x, -1.0, dx)
+    np.testing.assert_allclose(dx, cig.input_grad_reference(d, wt, (2, 5, 6, 16), 2), rtol=1e-12, atol=1e-12)
     n, d8 = 9, np.concatenate([d] * 5)[:9]                   # two octets, the second partial
     x9 = np.concatenate([x] * 5)[:9]
     bits9 = cxt.pack_padded_signs(x9, "numpy")
     kb, codes = 4, cst.weight_codes(wt, 4)
-    dT, acc = np.zeros((2, 9, 12, 8)), np.zeros((2, 7, 8, 16, 8))
     out = np.empty((n, 5, 6, 16))
-    cst._input_grad_serial(d8.reshape(n, 9, 11), dT, codes, kb, 0.5, 0.25, 2, cxt.valid_taps(3, 5, 2),
-                           cxt.valid_taps(3, 6, 2), acc, out)
+    cst._input_grad_serial(d8.reshape(n, 9, 11), codes, kb, 0.5, 0.25, 2, cxt.valid_taps(3, 5, 2),
+                           cxt.valid_taps(3, 6, 2), x9, -1.0, out)
     np.testing.assert_allclose(out, cig.input_grad_reference(d8, 0.5 * _sign(wt) + 0.25, x9.shape, 2),
                                rtol=1e-12, atol=1e-12)
     K, dws = np.zeros((2, 7, 8, 16), np.uint8), np.zeros((1, 9 * 16 * 8))
@@ -136,13 +137,16 @@ def test_vector_kernels_as_plain_python():
 
 
 @pytest.mark.parametrize("case", CASES[:4])
-def test_binary_conv_layer_backends_agree(case):
-    """Every gradient of a BinaryConv2d (input through the STE, latent weight, tau, phi)."""
+@pytest.mark.parametrize("quantizer", ["clipped", "ede"])
+def test_binary_conv_layer_backends_agree(case, quantizer):
+    """Every gradient of a BinaryConv2d (input through the STE, latent weight, tau, phi);
+    the clipped STE is fused into the input-gradient kernels, EDE's is applied after."""
     x, _, d = _data(case, np.float64)
     n, h, w, ci, co, s = case
     grads = {}
     for backend in ("numpy", "numba"):
-        layer = BinaryConv2d(ci, co, 3, stride=s, padding=1, rng=3, backend=backend).astype(np.float64)
+        layer = BinaryConv2d(ci, co, 3, stride=s, padding=1, rng=3, backend=backend,
+                             weight_quantizer=quantizer, input_quantizer=quantizer).astype(np.float64)
         layer.params["tau"][:], layer.params["phi"][:] = 0.8, 0.1
         out = layer.forward(x * 0.7, training=True)
         grads[backend] = (out, layer.backward(d), *(layer.grads[k] for k in ("weight", "tau", "phi")))
@@ -235,6 +239,9 @@ def test_tables_over_image_octets_give_both_gradients(case, threads):
     want = cig.input_grad_reference(d, w_q, x.shape, s)
     got = cst.sign_table_input_grad(d, wt, tau, phi, h, w, s, parallel=threads > 1)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+    x.flat[:3] = [1.0, -1.0, np.nan]
+    masked = cst.sign_table_input_grad(d, wt, tau, phi, h, w, s, threads > 1, x, 1.0)
+    np.testing.assert_array_equal(masked, got * (np.abs(x) <= 1))
     bits = cxt.pack_padded_signs(x)
     np.testing.assert_array_equal(cst.image_sign_bytes(bits, ci).shape, (-(-n // 8), h + 2, w + 2, ci))
     if co % 8 == 0:
@@ -250,10 +257,10 @@ def test_clip_pass_equals_the_numpy_mask(dtype, backend):
     rng = np.random.default_rng(7)
     x = (rng.standard_normal((3, 6, 7, 5)) * 1.5).astype(dtype)
     x.flat[:4] = [1.0, -1.0, np.nan, 0.0]                     # both edges pass, NaN does not
-    d = rng.standard_normal((3, 8, 9, 6)).astype(dtype)
-    view = d[:, 1:7, 1:8, :5]                                # a cropped padded gradient
-    for dd in (view, np.ascontiguousarray(view)):
-        got = clip_pass(dd, x, 1.0, backend)
+    d = rng.standard_normal((3, 8, 9, 8)).astype(dtype)      # a padded gradient, channels padded
+    want = clip_pass_numpy(d[:, 1:7, 1:8, :5], x, 1.0)
+    for got in (clip_pass(np.ascontiguousarray(d[:, 1:7, 1:8, :5]), x, 1.0, backend),
+                clip_pass(d[:, 1:7, 1:8, :5], x, 1.0, backend)):
         assert got.dtype == dtype and got.flags.c_contiguous
-        np.testing.assert_array_equal(got, clip_pass_numpy(np.ascontiguousarray(dd), x, 1.0))
+        np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(clip_pass(d[0, 0], d[1, 0], 0.5, backend), clip_pass_numpy(d[0, 0], d[1, 0], 0.5))

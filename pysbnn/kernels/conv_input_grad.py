@@ -7,15 +7,15 @@ for every output position ``p`` and tap ``t = (dy, dx)``: each output
 position *scatters* ``d[p, :] W_t`` into the 9 input pixels it read. The
 kernel computes that product for 4 positions and 16 (or 8) input channels at
 once, 8 vector accumulators (:mod:`~pysbnn.kernels.simd`) that stay in
-registers over the C_out multiply-adds, then adds them into a zero-padded
-NHWC buffer; the caller crops the padding ring. With few channels this
+registers over the C_out multiply-adds, then adds them into the image's
+zero-padded NHWC buffer (small enough for the caches), which is cropped
+into the output, optionally through the clipped STE's mask. With few channels this
 beats im2col + GEMM by a wide margin: the GEMM's narrow ``C_in`` side keeps
 BLAS far from its peak, and no patch matrix is written.
 
 Layouts: ``w9[t, o, c] = w[o, c, dy, dx]`` with the channels padded to a
-multiple of 8 (zero weights), ``dxp (n, H + 2, W + 2, Cp)``. Images are
-independent (each writes only its own padded image), so the parallel kernel
-splits the batch. The NumPy reference is the transposed convolution by GEMM
+multiple of 8 (zero weights), one padded image ``(H + 2, W + 2, Cp)``.
+Images are independent, so the parallel kernel splits the batch. The NumPy reference is the transposed convolution by GEMM
 and col2im (what ``pysbnn.functional.conv2d_backward`` computes).
 """
 
@@ -115,9 +115,9 @@ def _tile1(d, w9, dxp, di, C_out, Cp, wi, q):
     vaddto(dxp, q, a)
 
 
-def _image(b, d, w9, dxp, pix0, toff, img):
-    """Scatter the gradient of image b. d flat (n P C_out); w9, dxp flat; img:
-    padded pixels per image."""
+def _image(b, d, w9, dxp, pix0, toff):
+    """Scatter the gradient of image b into ``dxp`` (its padded image, flat,
+    zero on entry). d flat (n P C_out); w9 (9, C_out, Cp)."""
     P, C_out = pix0.shape[0], w9.shape[1]
     Cp = w9.shape[2]
     w = w9.reshape(-1)
@@ -126,7 +126,7 @@ def _image(b, d, w9, dxp, pix0, toff, img):
     for p0 in range(0, P4, BLOCK):
         p1 = min(p0 + BLOCK, P4)
         for t in range(9):
-            base = b * img + toff[t]
+            base = toff[t]
             cb = 0
             while cb < Cp:
                 wi = t * C_out * Cp + cb
@@ -141,30 +141,53 @@ def _image(b, d, w9, dxp, pix0, toff, img):
     for p in range(P4, P):
         for t in range(9):
             for cb in range(0, Cp, LANES):
-                q = (b * img + pix0[p] + toff[t]) * Cp + cb
+                q = (pix0[p] + toff[t]) * Cp + cb
                 _tile1(d, w, dxp, (b * P + p) * C_out, C_out, Cp, t * C_out * Cp + cb, q)
 
 
-def _input_grad_serial(d, w9, dxp, pix0, toff, img):
-    for b in range(dxp.shape[0] // (img * w9.shape[2])):
-        _image(b, d, w9, dxp, pix0, toff, img)
+def _crop(b, dxp, x, bound, out):
+    """out[b] = the inside of the padded image ``dxp``, where ``|x[b]| <= bound``
+    (every element when ``bound < 0``)."""
+    H, W, C = out.shape[1], out.shape[2], out.shape[3]
+    Cp = dxp.shape[0] // ((H + 2) * (W + 2))
+    for y in range(H):
+        for xx in range(W):
+            src = ((y + 1) * (W + 2) + xx + 1) * Cp
+            for c in range(C):
+                v = dxp[src + c]
+                if bound >= 0:
+                    u = x[b, y, xx, c]
+                    v = v if -bound <= u <= bound else v * 0
+                out[b, y, xx, c] = v
 
 
-def _input_grad_parallel(d, w9, dxp, pix0, toff, img):
-    for b in prange(dxp.shape[0] // (img * w9.shape[2])):
-        _image(b, d, w9, dxp, pix0, toff, img)
+def _one(b, d, w9, pix0, toff, x, bound, out):
+    dxp = np.zeros((out.shape[1] + 2) * (out.shape[2] + 2) * w9.shape[2], out.dtype)
+    _image(b, d, w9, dxp, pix0, toff)
+    _crop(b, dxp, x, bound, out)
+
+
+def _input_grad_serial(d, w9, pix0, toff, x, bound, out):
+    for b in range(out.shape[0]):
+        _one(b, d, w9, pix0, toff, x, bound, out)
+
+
+def _input_grad_parallel(d, w9, pix0, toff, x, bound, out):
+    for b in prange(out.shape[0]):
+        _one(b, d, w9, pix0, toff, x, bound, out)
 
 
 _TWINS = Twins({"dx": _input_grad_serial, "dx_par": _input_grad_parallel},
-               helpers=(_tile16, _tile8, _tile1, _image), setup=(register,))
+               helpers=(_tile16, _tile8, _tile1, _image, _crop, _one), setup=(register,))
 
 
-def conv3x3_input_grad(d, w9, H, W, stride, parallel=False):
-    """Padded input gradient ``(n, H + 2, W + 2, Cp)`` of a 3x3 conv with padding 1.
+def conv3x3_input_grad(d, w9, H, W, stride, C_in, parallel=False, x=None, bound=None):
+    """Input gradient ``(n, H, W, C_in)`` of a 3x3 conv with padding 1.
 
     d: output gradient ``(n, H_out, W_out, C_out)``; w9: :func:`tap_weights`
-    of the (binarized) weights; the real gradient is
-    ``out[:, 1:H + 1, 1:W + 1, :C_in]``.
+    of the (binarized) weights. Each image is scattered into a zeroed padded
+    buffer, then cropped; with ``x`` (the input, ``(n, H, W, C_in)``) and
+    ``bound``, only where ``|x| <= bound`` (the clipped STE of sign, fused).
     """
     n, C_out, Cp = d.shape[0], w9.shape[1], w9.shape[2]
     if d.shape[3] != C_out or w9.dtype != d.dtype:
@@ -172,7 +195,11 @@ def conv3x3_input_grad(d, w9, H, W, stride, parallel=False):
     pix0, toff = geometry(H, W, stride)
     if d.shape[1] * d.shape[2] != pix0.shape[0]:
         raise ValueError(f"d has {d.shape[1:3]} positions, not those of a {H}x{W} input")
-    dxp = np.zeros((n, H + 2, W + 2, Cp), d.dtype)
+    out = np.empty((n, H, W, C_in), d.dtype)
+    if bound is None:
+        x, bound = out, -1.0
+    else:
+        x = np.ascontiguousarray(x, dtype=d.dtype)
     _TWINS["dx_par" if parallel else "dx"](np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(w9),
-                                           dxp.reshape(-1), pix0, toff, (H + 2) * (W + 2))
-    return dxp
+                                           pix0, toff, x, d.dtype.type(bound), out)
+    return out

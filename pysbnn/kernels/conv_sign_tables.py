@@ -20,8 +20,9 @@ group, the table of all ``2^kb`` signed sums ("Four Russians")::
 lookup added to the gradient, instead of ``kb`` multiply-adds. The vectors
 run over 8 *images* at the same position, so the lookups of a group of 8
 images are 8-lane vector adds (:mod:`~pysbnn.kernels.simd`): the output
-gradient is first sliced by images, ``dT[G, p, o, j] = d[8 G + j, p, o]``,
-and the result comes back from the same layout (:func:`unslice`).
+gradient of an octet of images is first sliced, ``dT[p, o, j] = d[8 G + j, p, o]``,
+and the result comes back from the same layout, optionally through the
+clipped STE's mask.
 
 Work per 8 images and position: ``(2^kb - 1) C_out / kb`` vector adds for
 the tables and ``9 C_in C_out / kb`` for the lookups, against
@@ -71,17 +72,17 @@ def weight_codes(w, kb):
 # Kernels
 
 def _slice_images(d, dT, G):
-    """dT[G, p, o, j] = d[8 G + j, p, o] (d: (n, P, C_out); dT zero on entry)."""
+    """dT[p, o, j] = d[8 G + j, p, o] (d: (n, P, C_out); dT, octet G's, zero on entry)."""
     n, P, C_out = d.shape
     for j in range(min(LANES, n - LANES * G)):
         for p in range(P):
             for o in range(C_out):
-                dT[G, p, o, j] = d[LANES * G + j, p, o]
+                dT[p, o, j] = d[LANES * G + j, p, o]
 
 
-def _table(dT, G, p, o0, kb, two_tau, phi_tau, T, E):
+def _table(dT, p, o0, kb, two_tau, phi_tau, T, E):
     """T[k] (flat, 8 lanes per entry) for output channels o0..o0+kb-1 at position p."""
-    base = ((G * dT.shape[1] + p) * dT.shape[2] + o0) * LANES
+    base = (p * dT.shape[1] + o0) * LANES
     flat = dT.reshape(-1)
     total = vzero(T)
     for j in range(kb):
@@ -93,10 +94,10 @@ def _table(dT, G, p, o0, kb, two_tau, phi_tau, T, E):
         vstore(T, k * LANES, vadd(vload(T, (k & (k - 1)) * LANES), vload(E, _LOWEST[k] * LANES)))
 
 
-def _octet(G, dT, codes, kb, tau, phi, stride, rmask, cmask, acc, shape):
-    """Scatter the lookups of image octet G into acc (G, Hp, Wp, C_in, 8), flat."""
+def _octet(dT, codes, kb, tau, phi, stride, rmask, cmask, acc, shape):
+    """Scatter the lookups of one image octet into its acc (Hp, Wp, C_in, 8), flat."""
     Hp, Wp, C_in = shape
-    _, P, C_pad, _ = dT.shape
+    P = dT.shape[0]
     Wo = cmask.shape[0]
     groups = codes.shape[1]
     T = np.empty((1 << kb) * LANES, dT.dtype)
@@ -105,9 +106,9 @@ def _octet(G, dT, codes, kb, tau, phi, stride, rmask, cmask, acc, shape):
     for p in range(P):
         y, x = p // Wo, p % Wo
         rm, cm = rmask[y], cmask[x]
-        pix = G * Hp * Wp + stride * y * Wp + stride * x
+        pix = stride * y * Wp + stride * x
         for g in range(groups):
-            _table(dT, G, p, g * kb, kb, two_tau, phi_tau, T, E)
+            _table(dT, p, g * kb, kb, two_tau, phi_tau, T, E)
             for t in range(9):
                 dy = t // 3
                 dx = t - 3 * dy
@@ -117,52 +118,59 @@ def _octet(G, dT, codes, kb, tau, phi, stride, rmask, cmask, acc, shape):
                         vaddto(acc, a + c * LANES, vload(T, codes[t, g, c] * LANES))
 
 
-def _unslice_octet(acc, G, H, W, out):
-    """out[8 G + j, y, x, c] = acc[G, y + 1, x + 1, c, j] (acc (nG, Hp, Wp, C_in, 8))."""
-    n, C_in = out.shape[0], out.shape[3]
+def _unslice_octet(acc, G, x, bound, out):
+    """out[8 G + j, y, xx, c] = acc[y + 1, xx + 1, c, j] (acc: the octet's (Hp, Wp, C_in, 8)),
+    where ``|x| <= bound`` (everywhere when ``bound < 0``)."""
+    n, H, W, C_in = out.shape
     for j in range(min(LANES, n - LANES * G)):
         for y in range(H):
-            for x in range(W):
+            for xx in range(W):
                 for c in range(C_in):
-                    out[LANES * G + j, y, x, c] = acc[G, y + 1, x + 1, c, j]
+                    v = acc[y + 1, xx + 1, c, j]
+                    if bound >= 0:
+                        u = x[LANES * G + j, y, xx, c]
+                        v = v if -bound <= u <= bound else v * 0
+                    out[LANES * G + j, y, xx, c] = v
 
 
-def _input_grad_serial(d, dT, codes, kb, tau, phi, stride, rmask, cmask, acc, out):
-    H, W = out.shape[1], out.shape[2]
-    shape = (acc.shape[1], acc.shape[2], acc.shape[3])
-    for G in range(dT.shape[0]):
-        _slice_images(d, dT, G)
-        _octet(G, dT, codes, kb, tau, phi, stride, rmask, cmask, acc.reshape(-1), shape)
-        _unslice_octet(acc, G, H, W, out)
+def _one_octet(G, d, codes, kb, tau, phi, stride, rmask, cmask, x, bound, out):
+    n, H, W, C_in = out.shape
+    dT = np.zeros((d.shape[1], codes.shape[1] * kb, LANES), d.dtype)
+    acc = np.zeros((H + 2, W + 2, C_in, LANES), d.dtype)
+    _slice_images(d, dT, G)
+    _octet(dT, codes, kb, tau, phi, stride, rmask, cmask, acc.reshape(-1), (H + 2, W + 2, C_in))
+    _unslice_octet(acc, G, x, bound, out)
 
 
-def _input_grad_parallel(d, dT, codes, kb, tau, phi, stride, rmask, cmask, acc, out):
-    H, W = out.shape[1], out.shape[2]
-    shape = (acc.shape[1], acc.shape[2], acc.shape[3])
-    for G in prange(dT.shape[0]):
-        _slice_images(d, dT, G)
-        _octet(G, dT, codes, kb, tau, phi, stride, rmask, cmask, acc.reshape(-1), shape)
-        _unslice_octet(acc, G, H, W, out)
+def _input_grad_serial(d, codes, kb, tau, phi, stride, rmask, cmask, x, bound, out):
+    for G in range(-(-out.shape[0] // LANES)):
+        _one_octet(G, d, codes, kb, tau, phi, stride, rmask, cmask, x, bound, out)
 
 
+def _input_grad_parallel(d, codes, kb, tau, phi, stride, rmask, cmask, x, bound, out):
+    for G in prange(-(-out.shape[0] // LANES)):
+        _one_octet(G, d, codes, kb, tau, phi, stride, rmask, cmask, x, bound, out)
 
 
-def sign_table_input_grad(d, w, tau, phi, H, W, stride, parallel=False):
+def sign_table_input_grad(d, w, tau, phi, H, W, stride, parallel=False, x=None, bound=None):
     """``dL/dx_b (n, H, W, C_in)`` of a binary 3x3 conv (padding 1) whose weights
-    are ``tau sign(w) + phi``; d: output gradient ``(n, H_out, W_out, C_out)``."""
+    are ``tau sign(w) + phi``; d: output gradient ``(n, H_out, W_out, C_out)``.
+    With the input ``x`` and ``bound``, only where ``|x| <= bound`` (the clipped
+    STE of sign, fused)."""
     n, Ho, Wo, C_out = d.shape
     C_in = w.shape[1]
     if (Ho, Wo) != ((H - 1) // stride + 1, (W - 1) // stride + 1) or w.shape[0] != C_out:
         raise ValueError("d does not match the weights or the input size")
     kb = pattern_bits(C_in)
     codes = weight_codes(w, kb)
-    n_oct = -(-n // LANES)
-    dT = np.zeros((n_oct, Ho * Wo, codes.shape[1] * kb, LANES), d.dtype)
-    acc = np.zeros((n_oct, H + 2, W + 2, C_in, LANES), d.dtype)
     out = np.empty((n, H, W, C_in), d.dtype)
-    _TWINS["dx_par" if parallel else "dx"](np.ascontiguousarray(d).reshape(n, Ho * Wo, C_out), dT, codes, kb,
+    if bound is None:
+        x, bound = out, -1.0
+    else:
+        x = np.ascontiguousarray(x, dtype=d.dtype)
+    _TWINS["dx_par" if parallel else "dx"](np.ascontiguousarray(d).reshape(n, Ho * Wo, C_out), codes, kb,
                                            float(tau), float(phi), stride, valid_taps(Ho, H, stride),
-                                           valid_taps(Wo, W, stride), acc, out)
+                                           valid_taps(Wo, W, stride), x, d.dtype.type(bound), out)
     return out
 
 
@@ -274,5 +282,5 @@ def sign_table_weight_grad(A, C_in, d, stride, threads=1):
 
 _TWINS = Twins({"dx": _input_grad_serial, "dx_par": _input_grad_parallel,
                 "dw": _weight_serial, "dw_par": _weight_parallel},
-               helpers=(_slice_images, _table, _octet, _unslice_octet, _octet_bytes, _weight_table,
+               helpers=(_slice_images, _table, _octet, _unslice_octet, _one_octet, _octet_bytes, _weight_table,
                         _weight_octets), setup=(register,))
