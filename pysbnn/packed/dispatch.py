@@ -35,10 +35,8 @@ SLICED_MAX_DENSITY = 0.25
 
 
 def _plan(layer, kind, make):
-    plans = layer.__dict__.setdefault("_plans", {})
-    if kind not in plans:
-        plans[kind] = make()
-    return plans[kind]
+    """A weight layout of ``layer``, prepared once per parameter version."""
+    return layer.cached(kind, make)
 
 
 def layout_for(batch):
