@@ -10,6 +10,8 @@ import numpy as np
 
 from . import functional as F
 from .kernels.jit import check_backend
+from . import validation
+from .validation import ANY, InputSpec
 
 LAYER_REGISTRY = {}
 
@@ -110,9 +112,58 @@ class Layer:
             for key, value in layer.params.items():
                 layer.grads[key] = np.zeros_like(value)
 
+    # -- the boundary: what the model takes, checked once per public call ----
+    def input_spec(self, after=None):
+        """The :class:`~pysbnn.validation.InputSpec` of the inputs this layer takes.
+
+        ``after`` is the spec of the layers that follow (containers fold it
+        from the last layer back). A layer with ``in_features`` takes
+        ``(n, in_features)``, one with ``in_channels`` NHWC images
+        ``(n, h, w, in_channels)``; any other layer keeps the shape of its
+        input (activations) and takes what the layers after it take.
+        """
+        if hasattr(self, "in_features"):
+            return InputSpec((2,), features=self.in_features)
+        if hasattr(self, "in_channels"):
+            k, pad = getattr(self, "kernel_size", 1), getattr(self, "padding", 0)
+            return InputSpec((4,), channels=self.in_channels, min_side=max(1, k - 2 * pad))
+        return after or ANY
+
+    def output_features(self, features_in=None):
+        """Size of the last axis of the output (a classifier's number of classes),
+        given that of the input; None when the layer does not fix it."""
+        for attr in ("out_features", "out_channels", "num_features"):
+            if hasattr(self, attr):
+                return getattr(self, attr)
+        return features_in
+
+    def check_input(self, x, name="x", min_samples=1):
+        """``x`` checked against :meth:`input_spec` (cached on first use), as an ndarray.
+
+        Raises TypeError/ValueError naming ``name`` (see :mod:`pysbnn.validation`).
+        """
+        spec = self.__dict__.get("_input_spec")
+        if spec is None:
+            spec = self._input_spec = self.input_spec() or ANY
+        return validation.check_input(name, x, spec, min_samples)
+
+    def num_classes(self):
+        """The size of the model's output (its classes), or None if the model does not fix it."""
+        if "_num_classes" not in self.__dict__:
+            self._num_classes = self.output_features()
+        return self._num_classes
+
+    def _forward(self, x, training=False):
+        """``forward`` without the boundary check: what containers call on
+        their children (leaves check nothing, so it is ``forward`` itself)."""
+        return self.forward(x, training=training)
+
     def predict(self, x, batch_size=1024):
-        """Class ids ``argmax(forward(x))`` computed in batches (inference mode)."""
-        out = [self.forward(x[i:i + batch_size], training=False).argmax(axis=-1)
+        """Class ids ``argmax(forward(x))`` computed in batches (inference mode);
+        ``x`` is checked once, not per batch."""
+        x = self.check_input(x, min_samples=0)
+        batch_size = check_positive_int("batch_size", batch_size)
+        out = [self._forward(x[i:i + batch_size], training=False).argmax(axis=-1)
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
@@ -221,6 +272,9 @@ class BatchNorm(Layer):
     def get_config(self):
         return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
 
+    def input_spec(self, after=None):
+        return after or InputSpec((2, 4), channels=self.num_features)
+
     def forward(self, x, training=False):
         out, self._cache = F.batchnorm_forward(
             x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
@@ -271,6 +325,9 @@ class _Pool(Layer):
     def get_config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride)
 
+    def input_spec(self, after=None):
+        return InputSpec((4,), channels=after and after.channels, min_side=self.kernel_size)
+
 
 class MaxPool2d(_Pool):
     """Max pooling over k x k windows of NHWC input."""
@@ -297,6 +354,9 @@ class AvgPool2d(_Pool):
 class GlobalAvgPool(Layer):
     """Mean over the spatial axes: (n, h, w, c) -> (n, c)."""
 
+    def input_spec(self, after=None):
+        return InputSpec((4,), channels=after and (after.features or after.channels))
+
     def forward(self, x, training=False):
         self._shape = x.shape
         return x.mean(axis=(1, 2))
@@ -308,6 +368,12 @@ class GlobalAvgPool(Layer):
 
 class Flatten(Layer):
     """(n, ...) -> (n, prod(...))."""
+
+    def input_spec(self, after=None):
+        return InputSpec(None, features=after and after.features)
+
+    def output_features(self, features_in=None):
+        return None                          # prod(...) depends on the input's shape
 
     def forward(self, x, training=False):
         self._shape = x.shape
@@ -339,6 +405,17 @@ class Normalize(Layer):
 
     def get_config(self):
         return dict(mean=self.mean, std=self.std, scale=self.scale, flatten=self.flatten)
+
+    def input_spec(self, after=None):
+        """Images (n, h, w) or (n, h, w, c); the channels and, with ``flatten``,
+        the values per image are those the next layer takes."""
+        after = after or ANY
+        channels = after.channels or (len(self.mean) if len(self.mean) > 1 else None)
+        return InputSpec((3, 4) if channels in (None, 1) else (4,), channels=channels,
+                         features=after.features if self.flatten else None, min_side=after.min_side)
+
+    def output_features(self, features_in=None):
+        return None if self.flatten else features_in
 
     def forward(self, x, training=False):
         x = np.asarray(x)

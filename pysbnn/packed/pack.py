@@ -14,7 +14,7 @@ import numpy as np
 from ..binary import BinaryConv2d, BinaryDense
 from ..containers import Residual, Sequential
 from ..kernels.jit import check_backend
-from ..layers import BatchNorm, Layer
+from ..layers import BatchNorm, Layer, check_positive_int
 from ..serialize import load_model, save_model
 from .layers import Bits, PackedBinaryConv2d, PackedBinaryDense, fold_threshold
 
@@ -92,12 +92,17 @@ class PackedModel:
 
     def forward(self, x):
         """Logits (n, classes) for inputs as the original model takes them."""
-        out = self.net.forward(x, training=False)
+        return self._forward(self.net.check_input(x))
+
+    def _forward(self, x):
+        out = self.net._forward(x, training=False)
         return out.signs() if isinstance(out, Bits) else out
 
     def predict(self, x, batch_size=1024):
         """Class ids ``argmax(forward(x))``, in batches."""
-        out = [self.forward(x[i:i + batch_size]).argmax(axis=-1) for i in range(0, len(x), batch_size)]
+        x = self.net.check_input(x, min_samples=0)
+        batch_size = check_positive_int("batch_size", batch_size)
+        out = [self._forward(x[i:i + batch_size]).argmax(axis=-1) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def packed_layers(self):
