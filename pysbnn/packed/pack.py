@@ -16,6 +16,7 @@ from ..containers import Residual, Sequential
 from ..kernels.jit import check_backend
 from ..layers import BatchNorm, Layer, check_positive_int
 from ..serialize import load_model, save_model
+from ..validation import check_finite_model
 from .layers import Bits, PackedBinaryConv2d, PackedBinaryDense, fold_threshold
 
 
@@ -71,6 +72,7 @@ def pack(model, backend="auto"):
         return model.with_backend(backend)
     if not isinstance(model, Layer):
         raise TypeError(f"pack expects a pysbnn model, got {type(model).__name__}")
+    check_finite_model(model, "pack")
     root = _pack_layer(model)
     return PackedModel(root if isinstance(root, Sequential) else Sequential([root])).with_backend(backend)
 
