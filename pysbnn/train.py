@@ -2,13 +2,16 @@
 rule (Eq. 16-18), cosine annealing, progress, and atomic checkpoints with resume.
 
 ``fit`` and ``evaluate`` check their data against the model before any work
-(:mod:`pysbnn.validation`).
+(:mod:`pysbnn.validation`), and ``fit`` stops with a :class:`DivergenceError`
+naming the epoch and step as soon as the loss, a gradient or a parameter
+becomes NaN or inf.
 
 One ``seed`` fixes a whole run: the batch order, mixup and augmentation of
 epoch ``e`` come from ``np.random.default_rng([seed, e])``, so a run resumed
 from a checkpoint ends with the same weights as an uninterrupted one.
 """
 
+import itertools
 import math
 import os
 import sys
@@ -21,7 +24,7 @@ from .functional import one_hot, softmax_cross_entropy
 from .layers import check_positive_int
 from .serialize import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
-from .validation import check_finite_model, check_labels, check_pair
+from .validation import check_finite_model, check_labels, check_pair, first_non_finite
 
 
 def binary_layers(model):
@@ -44,6 +47,17 @@ def sparsity_report(model):
     ones = entropy.fraction_of_ones(ws)
     return {"ones": float(ones), "bits_per_weight": float(entropy.binary_entropy(ones)),
             "ones_per_layer": per_layer}
+
+
+class DivergenceError(ValueError):
+    """``fit`` stopped: the loss, a gradient or a parameter became NaN or inf.
+
+    ``epoch`` (0-based, as in the history) and ``step`` (1-based) say where.
+    """
+
+    def __init__(self, message, epoch, step):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
 
 
 def evaluate(model, x, y, batch_size=1000):
@@ -207,6 +221,8 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     TypeError, ValueError : before any step, for data the model cannot take
         (shape, dtype, NaN/inf, labels outside ``[0, classes)``, a validation
         pair of unequal lengths) or a model holding NaN/inf, naming the argument
+    DivergenceError : when the loss, a gradient or a parameter becomes NaN/inf,
+        naming the epoch and step; the last checkpoint keeps a finite model
     """
     x_train, y_train, validation = _check_data(model, x_train, y_train, validation)
     check_finite_model(model, "fit")
@@ -261,8 +277,11 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
         logits = model._forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, targets)
         model.backward(dlogits)
-        lam = _apply_penalty(model, loss, *penalty) if target_ec is not None else 0.0
+        # a NaN/inf loss gets no penalty (its lambda is undefined); the check stops the run
+        penalized = target_ec is not None and math.isfinite(loss)
+        lam = _apply_penalty(model, loss, *penalty) if penalized else 0.0
         opt.step()
+        _check_finite_step(model, loss, opt, epoch, epochs, i + 1, steps)
         loss_sum += loss * len(yb)
         correct += float((logits.argmax(axis=1) == yb).sum())
         seen += len(yb)
@@ -275,6 +294,30 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
         row["lambda"] = lam_sum / steps
         row["target_ec"] = 1.0 if target_ec is None else float(target_ec)
     return row
+
+
+def _check_finite_step(model, loss, opt, epoch, epochs, step, steps):
+    """The divergence check, once per step after the update: the loss, every
+    gradient, parameter and buffer must be finite, else :class:`DivergenceError`.
+
+    Checkpoints are written at the end of an epoch only, so the last one still
+    holds the finite model of the epoch before.
+    """
+    if math.isfinite(loss):
+        found = first_non_finite(itertools.chain(
+            ((f"gradient of {n!r}", g) for n, g in model.named_grads()),
+            ((f"parameter {n!r}", p) for n, p in model.named_parameters()),
+            ((f"buffer {n!r}", b) for n, b in model.named_buffers())))
+        if found is None:
+            return
+        what = f"the {found[0]} holds NaN or inf"
+    else:
+        what = f"the loss is {loss}"
+    raise DivergenceError(
+        f"fit diverged at (Epoch {epoch + 1} / {epochs}), step {step} / {steps}: {what}. "
+        f"Try a smaller lr (this epoch ran at lr={opt.lr:g}); with a sparsity target, "
+        f"also a smaller gamma. A checkpoint, if any, holds the model of the last "
+        f"finished epoch.", epoch, step)
 
 
 def _mixup(xb, yb, rng, alpha, num_classes):
