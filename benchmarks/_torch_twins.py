@@ -46,6 +46,12 @@ FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 #: BasicBlocks per stage of ResNet-18 (as pysbnn.resnet.BLOCKS).
 BLOCKS = (2, 2, 2, 2)
+#: Smallest width trained in channels_last. Below it the 1x1 stride-2 shortcut
+#: conv's NHWC weight gradient in oneDNN (PyTorch's CPU conv) has fewer input
+#: channels than the ISA's block (8 with AVX2, 16 with AVX-512) and is wrong,
+#: segfaults, aborts (heap corruption) or hangs: oneDNN issue #6035, seen here
+#: with PyTorch 2.13.0 on AVX2 at widths 2, 4 and 6. NCHW is not affected.
+CHANNELS_LAST_MIN_TRAIN_WIDTH = 16
 
 _CACHE = {}
 
@@ -64,8 +70,8 @@ def _modules():
     if "m" in _CACHE:
         return _CACHE["m"]
     import torch
-    from torch import nn
     import torch.nn.functional as F
+    from torch import nn
 
     class Normalize(nn.Module):
         """Raw images -> ``(x / 255 - mean) / std`` in float32 (float64 stays), NCHW or flat.
@@ -160,8 +166,8 @@ def _modules():
         def forward(self, x):
             return self.act(self.bn(self.conv(x)) + self.shortcut(x))
 
-    _CACHE["m"] = dict(torch=torch, nn=nn, Normalize=Normalize, SignSTE=SignSTE,
-                       BinaryConv2d=BinaryConv2d, BinaryLinear=BinaryLinear, Unit=Unit)
+    _CACHE["m"] = {"torch": torch, "nn": nn, "Normalize": Normalize, "SignSTE": SignSTE,
+                   "BinaryConv2d": BinaryConv2d, "BinaryLinear": BinaryLinear, "Unit": Unit}
     return _CACHE["m"]
 
 
@@ -232,9 +238,9 @@ def resnet18_float32(width=16, in_channels=1, num_classes=10, mean=None, std=Non
     1x1 conv + BN shortcut where the shape changes; global average pool,
     BatchNorm1d, Linear. The 16 binary convs of pysbnn are ordinary float
     convs here. Tensors are NCHW-shaped; ``channels_last=True`` (the default)
-    stores weights and activations NHWC in memory, which PyTorch ran faster on
-    this 2-core AVX2 host at batch 256 (about 1.2-1.3x); at batch 1 the two
-    were within noise of each other, NCHW ahead in 2 of 3 runs.
+    stores weights and activations NHWC in memory, which PyTorch 2.13.0 ran
+    1.2-1.3x faster at batch 256 with one thread on a 2-core AVX2 host (4 runs
+    of 4); at batch 1 the two were within noise (each ahead in 2 runs of 4).
     """
     nn = _modules()["nn"]
     _seed(seed)
@@ -246,7 +252,7 @@ def resnet18_float32(width=16, in_channels=1, num_classes=10, mean=None, std=Non
 
 
 def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std=None,
-                          channels_last=True, seed=0):
+                          channels_last=None, seed=0):
     """Training twin of the binarized ``pysbnn.resnet.resnet18(width=...)``, train mode.
 
     The topology of :func:`resnet18_float32` with each of the 16 3x3 convs a
@@ -255,9 +261,15 @@ def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std
     ``tau``/``phi`` per conv (``w = tau sign(w~) + phi``, init 1 and 0). Stem,
     shortcuts and classifier stay float, as in pysbnn. Train it with
     :func:`train_step_fn` (Adam; latent weights clipped to [-1.5, 1.5] after
-    each step, as pysbnn's ``clip_latent_weights``). ``channels_last`` as in
-    :func:`resnet18_float32` (faster at width 16 batch 128; mixed at width 8
-    batch 32).
+    each step, as pysbnn's ``clip_latent_weights``).
+
+    ``channels_last``: None (default) picks it for ``width >= 16``
+    (:data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`), NCHW below. Measured on a 2-core
+    AVX2 host at width 16 batch 128: channels_last faster with 2 threads in 4
+    runs of 4, with 1 thread in 3 of 4 (1.04-1.3x; 0.72x in the fourth); at
+    width 8 batch 32 it was mixed (1 thread: 1.16-1.23x faster in 2 runs,
+    1.48x slower in a third). True below width 16 raises ValueError (oneDNN
+    bug, see :data:`CHANNELS_LAST_MIN_TRAIN_WIDTH`).
 
     Checked in float64 against pysbnn (``resnet18(quantizer="clipped")`` with
     the same weights): logits agree to 4e-15 and gradients to 2e-13 (the tau gradients, sums
@@ -267,6 +279,12 @@ def binary_resnet18_train(width=8, in_channels=1, num_classes=10, mean=None, std
     PyTorch's native op, the point being its speed.
     """
     BinaryConv2d = _modules()["BinaryConv2d"]
+    if channels_last is None:
+        channels_last = width >= CHANNELS_LAST_MIN_TRAIN_WIDTH
+    elif channels_last and width < CHANNELS_LAST_MIN_TRAIN_WIDTH:
+        raise ValueError(f"channels_last training needs width >= {CHANNELS_LAST_MIN_TRAIN_WIDTH} "
+                         f"(got {width}): oneDNN's NHWC 1x1 stride-2 weight gradient is wrong or "
+                         "crashes for fewer input channels (oneDNN issue #6035)")
     _seed(seed)
 
     def conv3x3(c_in, c_out, stride):

@@ -15,7 +15,7 @@ from . import functional as F
 from .domains import get_domain
 from .kernels.jit import check_backend, resolve_backend
 from .kernels.words import pack_signs
-from .kernels.xnor import xnor_gemm
+from .kernels.xnor import prepare_xnor, xnor_gemm
 from .layers import Layer, as_generator, check_positive_int, conv_geometry
 from .quantizers import get_quantizer, sign
 
@@ -55,19 +55,22 @@ def init_latent(shape, fan_in, init, density, rng, scale=None):
 XNOR_MIN_MACS = 1 << 22
 
 
-def binary_product(x_pm1, w_latent, backend="auto"):
+def binary_product(x_pm1, w_latent, backend="auto", prepared=None):
     """``sign(x) . sign(w)^T`` as exact integers in the dtype of ``x_pm1``.
 
     x_pm1 : (n, K) array of +-1 values; w_latent : (M, K) latent weights.
     Uses the bit-packed XNOR-popcount kernel when the backend is numba and
     the product is large, float BLAS on +-1 values otherwise; both are exact.
+    ``prepared(kind, make)`` may return a cached ``make()`` (the weights'
+    layout for the kernel, ``kind="xnor"``, or their signs, ``kind="signs"``).
     """
     n, K = x_pm1.shape
     M = w_latent.shape[0]
+    prepared = prepared or (lambda kind, make: make())
     if n * K * M >= XNOR_MIN_MACS and K < (1 << 24) and resolve_backend(backend) == "numba":
-        z = xnor_gemm(pack_signs(x_pm1, backend), pack_signs(w_latent, backend), K, backend=backend)
-        return z.astype(x_pm1.dtype)
-    return x_pm1 @ sign(w_latent).T
+        w = prepared("xnor", lambda: prepare_xnor(pack_signs(w_latent, backend), K))
+        return xnor_gemm(pack_signs(x_pm1, backend), w, backend=backend).astype(x_pm1.dtype)
+    return x_pm1 @ prepared("signs", lambda: sign(w_latent).T)
 
 
 class _BinaryLayer(Layer):
@@ -104,6 +107,11 @@ class _BinaryLayer(Layer):
         """``w_q = tau sign(w~) + phi`` in the layer's domain, and the domain cache."""
         return self.domain.forward(self.params["weight"], quantizer=self.weight_quantizer,
                                    tau=self.params.get("tau"), phi=self.params.get("phi"))
+
+    def _weights(self, training):
+        """``(w_q, domain cache)``: recomputed in training, cached for inference
+        (the float simulation binarizes once per parameter version)."""
+        return self.quantized_weight() if training else self.cached("w_q", self.quantized_weight)
 
     def tau_phi(self):
         """The layer's current (tau, phi)."""
@@ -164,7 +172,7 @@ class BinaryDense(_BinaryLayer):
 
     def forward(self, x, training=False):
         xb = self._input(x)
-        w_q, self._wcache = self.quantized_weight()
+        w_q, self._wcache = self._weights(training)
         self._cache = (xb, w_q, False)
         if not self.binarize_input:
             return xb @ w_q.T
@@ -172,8 +180,10 @@ class BinaryDense(_BinaryLayer):
         # x_b w_q^T = tau S + phi q with q = sum of the +-1 inputs. Both paths
         # compute S exactly (BLAS on +-1 values is exact below 2^24; the XNOR
         # kernel counts bits), so the fast path never changes a result.
-        tau, phi = (xb.dtype.type(v) for v in self.tau_phi())
-        S = binary_product(xb, self.params["weight"], self.backend)
+        tau_phi = self.tau_phi() if training else self.cached("tau_phi", self.tau_phi)
+        tau, phi = (xb.dtype.type(v) for v in tau_phi)
+        prepared = None if training else lambda kind, make: self.cached(kind, make)
+        S = binary_product(xb, self.params["weight"], self.backend, prepared)
         q = xb.sum(axis=1, keepdims=True)
         return tau * S + phi * q
 
@@ -209,7 +219,7 @@ class BinaryConv2d(_BinaryLayer):
 
     def forward(self, x, training=False):
         xb = self._input(x)
-        w_q, self._wcache = self.quantized_weight()
+        w_q, self._wcache = self._weights(training)
         out, self._cache = F.conv2d_forward(xb, w_q, None, self.stride, self.padding, self.backend)
         return out
 

@@ -30,6 +30,10 @@ class Sequential(Layer):
     def children(self):
         return self.layers
 
+    @classmethod
+    def build(cls, config, children):
+        return cls(children)
+
     def forward(self, x, training=False):
         return self._forward(self.check_input(x), training)
 

@@ -11,9 +11,26 @@ import numpy as np
 from . import functional as F
 from .kernels.jit import check_backend
 from . import validation
-from .validation import ANY, InputSpec
+from .validation import ANY, InputSpec, check_positive_int, conv_geometry
 
 LAYER_REGISTRY = {}
+
+_PARAMETER_VERSION = [0]
+
+
+def parameters_changed():
+    """Drop every cache derived from parameters (binarized weights of inference).
+
+    The optimisers, ``load_model`` / checkpoint loading, ``astype`` and latent
+    clipping call it; call it (or ``layer.parameters_changed()``) after
+    editing parameter arrays in place by hand.
+    """
+    _PARAMETER_VERSION[0] += 1
+
+
+def parameter_version():
+    """A counter that :func:`parameters_changed` advances."""
+    return _PARAMETER_VERSION[0]
 
 
 def as_generator(rng):
@@ -21,23 +38,6 @@ def as_generator(rng):
     if isinstance(rng, np.random.Generator):
         return rng
     return np.random.default_rng(rng)
-
-
-def check_positive_int(name, value):
-    """Raise a ValueError naming ``name`` unless ``value`` is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def conv_geometry(in_channels, out_channels, kernel_size, stride, padding):
-    """Validated ``(in_channels, out_channels, kernel_size, stride, padding)`` of a convolution."""
-    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
-    return (check_positive_int("in_channels", in_channels),
-            check_positive_int("out_channels", out_channels),
-            check_positive_int("kernel_size", kernel_size),
-            check_positive_int("stride", stride), int(padding))
 
 
 class Layer:
@@ -56,6 +56,11 @@ class Layer:
     def children(self):
         """Sub-layers (containers override)."""
         return []
+
+    @classmethod
+    def build(cls, config, children):
+        """Rebuild a layer from ``get_config()`` and its rebuilt ``children()`` (load_model)."""
+        return cls(*children, **config)
 
     def get_config(self):
         """JSON-serialisable constructor arguments."""
@@ -85,6 +90,21 @@ class Layer:
             for key, value in layer.buffers.items():
                 yield (f"{lname}.{key}" if lname else key), value
 
+    def parameters_changed(self):
+        """Drop caches derived from parameters after editing them in place (see
+        :func:`parameters_changed`); returns self."""
+        parameters_changed()
+        return self
+
+    def cached(self, name, make):
+        """``make()``, computed once per parameter version and kept on the layer."""
+        version = parameter_version()
+        store = self.__dict__.setdefault("_cached", {})
+        entry = store.get(name)
+        if entry is None or entry[0] != version:
+            entry = store[name] = (version, make())
+        return entry[1]
+
     def astype(self, dtype):
         """Cast parameters, gradients and float buffers in place; returns self."""
         for _, layer in self.named_layers():
@@ -92,6 +112,7 @@ class Layer:
                 for key, value in d.items():
                     if np.issubdtype(value.dtype, np.floating):
                         d[key] = value.astype(dtype)
+        parameters_changed()
         return self
 
     def set_backend(self, backend):
@@ -114,14 +135,9 @@ class Layer:
 
     # -- the boundary: what the model takes, checked once per public call ----
     def input_spec(self, after=None):
-        """The :class:`~pysbnn.validation.InputSpec` of the inputs this layer takes.
-
-        ``after`` is the spec of the layers that follow (containers fold it
-        from the last layer back). A layer with ``in_features`` takes
-        ``(n, in_features)``, one with ``in_channels`` NHWC images
-        ``(n, h, w, in_channels)``; any other layer keeps the shape of its
-        input (activations) and takes what the layers after it take.
-        """
+        """The :class:`~pysbnn.validation.InputSpec` this layer takes, given the spec
+        ``after`` of the layers behind it: ``in_features`` -> ``(n, in_features)``,
+        ``in_channels`` -> NHWC images; other layers keep the shape (take ``after``)."""
         if hasattr(self, "in_features"):
             return InputSpec((2,), features=self.in_features)
         if hasattr(self, "in_channels"):
@@ -138,14 +154,11 @@ class Layer:
         return features_in
 
     def check_input(self, x, name="x", min_samples=1):
-        """``x`` checked against :meth:`input_spec` (cached on first use), as an ndarray.
-
-        Raises TypeError/ValueError naming ``name`` (see :mod:`pysbnn.validation`).
-        """
-        spec = self.__dict__.get("_input_spec")
-        if spec is None:
-            spec = self._input_spec = self.input_spec() or ANY
-        return validation.check_input(name, x, spec, min_samples)
+        """``x`` as an ndarray, checked against :meth:`input_spec` (cached on first
+        use); TypeError/ValueError naming ``name`` (:mod:`pysbnn.validation`)."""
+        if "_input_spec" not in self.__dict__:
+            self._input_spec = self.input_spec() or ANY
+        return validation.check_input(name, x, self._input_spec, min_samples)
 
     def num_classes(self):
         """The size of the model's output (its classes), or None if the model does not fix it."""
@@ -159,8 +172,7 @@ class Layer:
         return self.forward(x, training=training)
 
     def predict(self, x, batch_size=1024):
-        """Class ids ``argmax(forward(x))`` computed in batches (inference mode);
-        ``x`` is checked once, not per batch."""
+        """Class ids ``argmax(forward(x))`` in batches (inference mode); ``x`` checked once."""
         x = self.check_input(x, min_samples=0)
         batch_size = check_positive_int("batch_size", batch_size)
         out = [self._forward(x[i:i + batch_size], training=False).argmax(axis=-1)
@@ -174,6 +186,7 @@ class Layer:
     def _init_param(self, name, value):
         self.params[name] = value
         self.grads[name] = np.zeros_like(value)
+        parameters_changed()
 
 
 class Dense(Layer):

@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from .layers import parameters_changed
+
 
 def _check(name, value, low, high=math.inf, low_open=False):
     ok = (value > low if low_open else value >= low) and value < high
@@ -38,6 +40,7 @@ class Optimizer:
             self._update(name, p, g)
         for hook in self.post_step:
             hook(self.model)
+        parameters_changed()
 
     def state_arrays(self):
         """State as flat ``{"name/slot": array}`` plus ``"__t__"``, for checkpoints."""
@@ -126,3 +129,4 @@ def clip_latent_weights(model, bound=1.5):
     for _, layer in model.named_layers():
         for key in getattr(layer, "latent_params", ()):
             np.clip(layer.params[key], -bound, bound, out=layer.params[key])
+    parameters_changed()

@@ -12,29 +12,25 @@ import zipfile
 
 import numpy as np
 
-from .containers import Residual, Sequential
-from .layers import LAYER_REGISTRY
+from . import containers  # noqa: F401  (registers Sequential and Residual for loading)
+from .layers import LAYER_REGISTRY, parameters_changed
 from .validation import check_finite_model
 
 FORMAT_VERSION = 1
 
 
-def _spec(layer):
+def layer_spec(layer):
     """The JSON tree that rebuilds ``layer`` (class, config, children)."""
     return {"class": type(layer).__name__, "config": layer.get_config(),
-            "children": [_spec(c) for c in layer.children()]}
+            "children": [layer_spec(c) for c in layer.children()]}
 
 
-def _build(spec, path):
+def build_layer(spec, path):
     cls = LAYER_REGISTRY.get(spec.get("class"))
     if cls is None:
         raise ValueError(f"{path}: unknown layer class {spec.get('class')!r}")
-    children = [_build(c, path) for c in spec.get("children", [])]
-    if cls is Sequential:
-        return Sequential(children)
-    if cls is Residual:
-        return Residual(*children)
-    return cls(**spec.get("config", {}))
+    children = [build_layer(c, path) for c in spec.get("children", [])]
+    return cls.build(spec.get("config", {}), children)
 
 
 def model_arrays(model):
@@ -58,12 +54,14 @@ def load_arrays(model, arrays, path="<arrays>"):
         if src.dtype.kind == "f" and not np.all(np.isfinite(src)):
             raise ValueError(f"{path}: {name} holds non-finite values")
         target[...] = src
+    parameters_changed()
 
 
-def atomic_savez(path, arrays):
+def atomic_savez(path, arrays, compressed=False):
     """Write an ``.npz`` to a temporary file in the same directory, then rename it.
 
     An interruption leaves either the old file or the new one, never half a file.
+    ``compressed`` deflates every member (``np.savez_compressed``).
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -71,7 +69,7 @@ def atomic_savez(path, arrays):
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            (np.savez_compressed if compressed else np.savez)(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -84,10 +82,11 @@ def encode_json(obj):
     return np.frombuffer(json.dumps(obj).encode("utf-8"), dtype=np.uint8)
 
 
-def read_npz(path, kind):
+def read_npz(path, kind, versions=(FORMAT_VERSION,)):
     """Read every array of an ``.npz`` written by pysbnn, with clear errors.
 
-    Returns ``(meta, arrays)`` where ``meta`` is the decoded ``__meta__`` JSON.
+    Returns ``(meta, arrays)`` where ``meta`` is the decoded ``__meta__`` JSON;
+    ``versions``: the format versions this reader accepts.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -105,9 +104,11 @@ def read_npz(path, kind):
         raise ValueError(f"{path}: corrupted metadata ({e})") from None
     if meta.get("kind") != kind:
         raise ValueError(f"{path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format version {meta.get('format_version')!r}, "
-                         f"this pysbnn reads version {FORMAT_VERSION}")
+    if meta.get("format_version") not in versions:
+        raise ValueError(f"{path}: {kind} format version {meta.get('format_version')!r}, this pysbnn "
+                         f"reads version {' or '.join(map(str, versions))}"
+                         + (" (re-pack the float model: pysbnn.pack(pysbnn.load_model(...)).save(...))"
+                            if kind == "packed" else ""))
     return meta, arrays
 
 
@@ -119,8 +120,8 @@ def save_model(model, path, extra=None, kind="model"):
     training history); :func:`load_model` returns it as ``model.extra``.
     A model with a NaN/inf parameter or buffer is refused (ValueError naming the layer).
     """
-    check_finite_model(model, "PackedModel.save" if kind == "packed" else "save_model")
-    meta = {"kind": kind, "format_version": FORMAT_VERSION, "spec": _spec(model),
+    check_finite_model(model, "save_model")
+    meta = {"kind": kind, "format_version": FORMAT_VERSION, "spec": layer_spec(model),
             "extra": extra or {}}
     arrays = model_arrays(model)
     arrays["__meta__"] = encode_json(meta)
@@ -135,7 +136,7 @@ def load_model(path, kind="model"):
     """
     meta, arrays = read_npz(path, kind)
     try:
-        model = _build(meta["spec"], path)
+        model = build_layer(meta["spec"], path)
     except (TypeError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: cannot rebuild the model ({e})") from None
     dtypes = {v.dtype for k, v in arrays.items() if k.startswith("params/")}

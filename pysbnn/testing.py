@@ -73,6 +73,7 @@ def check_layer_gradients(layer, x, training=True, rng=0, eps=1e-6, rtol=1e-6, a
     grads = [grads_by_name[n].copy() for n in names] + ([dx] if wrt_input else [])
 
     def f(_):
+        layer.parameters_changed()          # the arrays were perturbed in place
         return float((g * layer.forward(x, training=training)).sum())
 
     analytic, numeric = directional_check(f, args, grads, rng, eps)

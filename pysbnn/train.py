@@ -21,10 +21,9 @@ import numpy as np
 
 from . import entropy
 from .functional import one_hot, softmax_cross_entropy
-from .layers import check_positive_int
 from .serialize import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
-from .validation import check_finite_model, check_labels, check_pair, first_non_finite
+from .validation import check_finite_model, check_labels, check_pair, check_positive_int, first_non_finite
 
 
 def binary_layers(model):

@@ -19,6 +19,23 @@ from typing import NamedTuple
 import numpy as np
 
 
+def check_positive_int(name, value):
+    """Raise a ValueError naming ``name`` unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def conv_geometry(in_channels, out_channels, kernel_size, stride, padding):
+    """Validated ``(in_channels, out_channels, kernel_size, stride, padding)`` of a convolution."""
+    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
+        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
+    return (check_positive_int("in_channels", in_channels),
+            check_positive_int("out_channels", out_channels),
+            check_positive_int("kernel_size", kernel_size),
+            check_positive_int("stride", stride), int(padding))
+
+
 class InputSpec(NamedTuple):
     """The shapes a model accepts for ``x`` (the batch axis ``n`` comes first).
 

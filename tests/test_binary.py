@@ -162,3 +162,36 @@ def test_xnor_fast_path_equals_blas_bit_for_bit(monkeypatch):
     np.testing.assert_array_equal(fast, slow)
     S = binary.binary_product(sign(x), layer.params["weight"])
     np.testing.assert_array_equal(S, sign(x) @ sign(layer.params["weight"]).T)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_inference_caches_binarized_weights_until_parameters_change(domain, monkeypatch):
+    """The float simulation binarizes once per parameter version: a training
+    step, loading, or parameters_changed() after a manual edit refreshes it."""
+    model = pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2)
+    x = np.random.default_rng(0).integers(0, 256, (8, 4, 4)).astype(np.uint8)
+    first = model.forward(x, training=False)
+    calls = []
+    original = model.layers[3].domain.forward
+    monkeypatch.setattr(model.layers[3].domain, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    np.testing.assert_array_equal(model.forward(x, training=False), first)
+    assert calls == []                                   # served from the cache
+    opt = pysbnn.Adam(model, lr=0.05)
+    model.forward(x, training=True)
+    model.backward(np.ones((8, 3), np.float32))
+    opt.step()
+    stepped = model.forward(x, training=False)
+    assert len(calls) == 2                               # training forward + refreshed cache
+    fresh = pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2)
+    for (_, a), (_, b) in zip(fresh.named_parameters(), model.named_parameters()):
+        a[...] = b
+    for (_, a), (_, b) in zip(fresh.named_buffers(), model.named_buffers()):
+        a[...] = b
+    fresh.parameters_changed()
+    np.testing.assert_allclose(stepped, fresh.forward(x, training=False), rtol=1e-6, atol=1e-6)
+    hidden = model.layers[3]
+    h = np.where(np.random.default_rng(1).random((8, 70)) < 0.5, -1.0, 1.0).astype(np.float32)
+    before = hidden.forward(h, training=False)
+    hidden.params["weight"][...] *= -1                   # a manual edit ...
+    hidden.parameters_changed()                          # ... announced
+    assert not np.allclose(hidden.forward(h, training=False), before)

@@ -58,10 +58,14 @@ def test_packed_mlp_equals_float_simulation(domain, batch, backend):
     out = packed.forward(x)
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
     np.testing.assert_array_equal(packed.predict(x), model.predict(x))
-    # BatchNorm + sign were folded: bits, not floats, travel between hidden layers
-    hidden = packed.net.layers[1]
-    assert isinstance(hidden, PackedBinaryDense) and hidden.fold
-    assert isinstance(hidden.forward(packed.net.layers[0].forward(x)), Bits)
+    # Normalize, BatchNorm and sign were folded: raw pixels in, bits between the
+    # binary layers, logits out of the last one
+    first, hidden, last = packed.net.layers
+    assert all(isinstance(l, PackedBinaryDense) for l in (first, hidden, last))
+    assert first.output == hidden.output == "bits" and last.output == "affine"
+    h = first.forward(x)
+    assert isinstance(h, Bits) and h.layout == ("sliced" if batch >= 64 else "rows")
+    assert isinstance(hidden.forward(h), Bits)
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -105,8 +109,8 @@ def test_packed_model_save_load_and_size(tmp_path):
     x = images(50, seed=5)
     np.testing.assert_array_equal(loaded.forward(x), packed.forward(x))
     with np.load(tmp_path / "p.npz", allow_pickle=False) as f:
-        assert f["buffers/1.w01"].dtype == np.uint64
-    # ~half ones: bitmaps, 70 rows x 1 word + 65 rows x 2 words + 3 rows x 2 words, 8 bytes each
+        assert f["payload"].dtype == np.uint8                   # coded weights + every other array
+    # in memory, ~half ones: bitmaps, 70 rows x 1 word + 65 rows x 2 words + 3 rows x 2 words
     assert sum(a.nbytes for n, a in packed.net.named_buffers() if n.endswith("w01")) == 8 * (70 + 130 + 6)
     assert packed.size_bytes() < packed.bytes_float32()
     with pytest.raises(ValueError, match="holds a 'packed'"):
@@ -117,20 +121,20 @@ def sparsify(layer, density, seed=0):
     w = layer.params["weight"]
     w[...] = -np.abs(w) - 1e-3
     w[np.random.default_rng(seed).random(w.shape) < density] = 0.1
+    layer.parameters_changed()
 
 
-def test_sparse_layers_are_stored_as_indices(tmp_path):
+def test_sparse_layers_round_trip(tmp_path):
     model = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
     layer = model.layers[3]
     sparsify(layer, 0.02)
     w = layer.params["weight"]
     packed = pysbnn.pack(model)
-    hidden = packed.net.layers[2]
-    assert hidden.storage == "csr" and hidden.n_ones == int((w >= 0).sum())
-    assert hidden.buffers["w01_cols"].nbytes == 2 * hidden.n_ones
+    hidden = packed.net.layers[1]
+    assert hidden.n_ones() == int((w >= 0).sum())
     packed.save(tmp_path / "s.npz")
     loaded = pysbnn.load_packed(tmp_path / "s.npz")
-    np.testing.assert_array_equal(loaded.net.layers[2].words, pysbnn.pack(model).net.layers[2].words)
+    np.testing.assert_array_equal(loaded.net.layers[1].words, pysbnn.pack(model).net.layers[1].words)
     x = images(70, seed=8)
     np.testing.assert_array_equal(loaded.forward(x), packed.forward(x))
     np.testing.assert_allclose(packed.forward(x), model.forward(x), rtol=1e-4, atol=1e-4)
@@ -164,20 +168,24 @@ def test_counts_executed_equal_analytic():
 
 
 GOLDEN = """\
-layer                     params    ones bits/w     K0     K1    BNN BOPs   SBNN BOPs      f32      BNN   packed
-================================================================================================================
-1 Conv2d                      40       -      -      -      -           -           -     160B     160B     160B
-2 BatchNorm2d                  8       -      -      -      -           -           -      64B      64B      64B
-3 BinaryConv2d               144   9.72%  0.460  50.0%  37.5%       1,152          56     584B      26B      48B
-4 BatchNorm2d                  8       -      -      -      -           -           -      64B      64B      64B
-6 Dense                       10       -      -      -      -           -           -      40B      40B      40B
-================================================================================================================
-total                        210                                    1,152          56     912B     354B     376B
+layer                     params    ones bits/w     K0     K1    BNN BOPs   SBNN BOPs      f32      BNN   stored     h(p)
+=========================================================================================================================
+1 Conv2d                      40       -      -      -      -           -           -     160B     160B     160B        -
+2 BatchNorm2d                  8       -      -      -      -           -           -      64B      64B      64B        -
+3 BinaryConv2d               144   9.72%  0.460  50.0%  37.5%       1,152          56     648B      90B     104B       9B
+5 Dense                       10       -      -      -      -           -           -      40B      40B      40B        -
+=========================================================================================================================
+total                        202                                    1,152          56     912B     354B     368B       9B
 BOPs: BNN / SBNN = 20.57x (executed, per image)
-memory: float32 / packed = 2.4x, BNN / packed = 0.94x"""
+binary weights: stored 24B, 2.667x their h(p) bound
+memory: float32 / stored = 2.5x, BNN / stored = 0.96x"""
 # Checked by hand: 14 ones of 144 (6 K1 kernels + 2 kernels of 4 ones), h(14/144) = 0.460;
 # BNN BOPs 2 * 4 * 4 * 9 * (2 x 2 positions) = 1,152; executed 6 K1 * 4 + 2 * 4 ones * 4 = 56;
-# bytes: float32 144 * 4 + 8 (xi, eta), BNN 144 / 8 + 8, packed 4 rows * 1 word * 8 + 16.
+# the BatchNorm behind the binary conv is folded into it (16 B of float32 per channel in the
+# f32 / BNN columns): float32 144 * 4 + 8 (xi, eta) + 64, BNN 144 / 8 + 8 + 64; stored: the
+# 14 ones coded in 8 bytes (enumerative code, ceil(log2 C(144, 14)) = 64 bits) + a 16-byte
+# header, + 16 (xi, eta) + 2 * 4 * 8 (A, C of Eq. 20 with the BatchNorm); h(p) bound
+# ceil(144 * 0.460 / 8) = 9 B.
 
 
 def test_summary_golden_text():

@@ -254,3 +254,36 @@ def test_kernel_code_runs_uncompiled():
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3, 3), (2, 5, 7, 9), (3, 64, 4, 4), (2, 3, 8, 8)])
+def test_residual_passes_equal_their_references(shape):
+    """Sign planes with counts, window sums and the fused unit output: kernels == NumPy."""
+    from pysbnn.kernels import residual
+    rng = np.random.default_rng(sum(shape))
+    h = rng.standard_normal(shape).astype(np.float32)
+    h[..., 0, 0] = 0.0                                            # sign(0) = +1
+    planes, ones = residual.pack_planes_counting(h, backend="numba")
+    planes_ref, ones_ref = residual.pack_planes_counting(h, backend="numpy")
+    np.testing.assert_array_equal(planes, planes_ref)
+    np.testing.assert_array_equal(ones, ones_ref)
+    nhwc = h.transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(planes, conv_layout.pack_planes(nhwc, backend="numpy"))
+    n, C, H, W = shape
+    for stride, padding in [(1, 1), (2, 1), (1, 0)]:
+        if (H + 2 * padding - 3) < 0 or (W + 2 * padding - 3) < 0:
+            continue
+        q = residual.window_sums((2 * ones - C).reshape(n, H, W), stride, padding)
+        np.testing.assert_array_equal(q[..., None], conv_sbnn.conv3x3_ones(np.where(nhwc >= 0, 1, -1), stride, padding))
+        Ho, Wo = q.shape[1:]
+        R = W if stride == 1 else Wo
+        Pw = -(-Ho * R // 64)
+        zbuf = rng.integers(-50, 50, (n, 4, Pw * 64)).astype(np.int32)
+        A, Cc, sc = rng.normal(size=4), rng.normal(size=4), rng.normal(size=(n, 4, Ho, Wo)).astype(np.float32)
+        for clip in (True, False):
+            got = residual.unit_output(zbuf, R, q, A, -0.37, Cc, sc, clip, backend="numba")
+            want = residual.unit_output(zbuf, R, q, A, -0.37, Cc, sc, clip, backend="numpy")
+            np.testing.assert_array_equal(got, want)
+            z = zbuf[:, :, :Ho * R].reshape(n, 4, Ho, R)[..., :Wo]
+            real = A[None, :, None, None] * (z - 0.37 * q[:, None]) + Cc[None, :, None, None] + sc
+            np.testing.assert_allclose(got, np.clip(real, -1, 1) if clip else real, rtol=1e-5, atol=1e-4)

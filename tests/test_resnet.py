@@ -284,21 +284,43 @@ def test_set_backend_routes_every_layer():
         Conv2d(1, 1, 3, backend="cuda")
 
 
-def test_packed_resnet_agrees_with_float_simulation():
-    """pack() runs the K0/K1 conv kernels on a (small, trained-like) ResNet-18."""
-    import pysbnn
-    from pysbnn.resnet import binary_conv_layers, resnet18
-    rng = np.random.default_rng(0)
-    model = resnet18(num_classes=10, in_channels=1, width=4, seed=0)
-    x = rng.integers(0, 256, (8, 28, 28)).astype(np.uint8)
-    model.forward(x, training=True)
-    for conv in binary_conv_layers(model):                 # make kernels sparse: many K0/K1
+def _trained_like_resnet(density, width, seed=0):
+    """A ResNet-18 with {0,1} weights of the given density and BatchNorms as training leaves them."""
+    rng = np.random.default_rng(seed)
+    model = resnet18(num_classes=10, in_channels=1, width=width, seed=seed)
+    for conv in binary_conv_layers(model):                 # sparse kernels: many K0/K1
         w = conv.params["weight"]
         w[...] = -np.abs(w) - 1e-3
-        w[rng.random(w.shape) < 0.05] = 0.01
-    ref = model.forward(x, training=False)
-    packed = pysbnn.pack(model)
-    out = packed.forward(x)
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
-    np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
-    assert len(packed.packed_layers()) == 16
+        w[rng.random(w.shape) < density] = 0.01
+    model.parameters_changed()
+    model.forward(rng.integers(0, 256, (16, 28, 28)).astype(np.uint8), training=True)
+    for _, layer in model.named_layers():
+        if isinstance(layer, pysbnn.BatchNorm):
+            layer.params["gamma"][:] = rng.uniform(0.5, 1.5, layer.num_features)
+            layer.params["beta"][:] = rng.normal(0, 0.2, layer.num_features)
+        if "tau" in layer.params:
+            layer.params["tau"][:] = rng.uniform(0.5, 1.5)
+            layer.params["phi"][:] = rng.uniform(-0.3, 0.3)
+    model.parameters_changed()
+    return model, rng.integers(0, 256, (6, 28, 28)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.5])
+def test_packed_resnet_agrees_with_float_simulation(density, backend, tmp_path):
+    """pack() fuses every IR-Net unit (K0/K1 conv kernels + Eq. 20 + BatchNorm + residual
+    + HardTanh) and agrees with the float simulation after every stage."""
+    from pysbnn.packed.residual import PackedResidualUnit
+    model, x = _trained_like_resnet(density, width=8)
+    packed = pysbnn.pack(model, backend=backend)
+    units = [l for _, l in packed.net.named_layers() if isinstance(l, PackedResidualUnit)]
+    assert len(units) == 16 and len(packed.packed_layers()) == 16
+    assert sum(u.shortcut_stride > 0 for u in units) == 3
+    for k in range(1, len(model.layers) + 1):              # the stream after every stage
+        ref = Sequential(model.layers[:k]).forward(x, training=False)
+        out = Sequential(packed.net.layers[:k]).forward(x, training=False)
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
+    assert np.std(Sequential(model.layers[:4]).forward(x), axis=0).max() > 1e-2   # not a constant
+    np.testing.assert_array_equal(packed.predict(x), model.predict(x))
+    packed.save(tmp_path / "r.npz")
+    np.testing.assert_array_equal(pysbnn.load_packed(tmp_path / "r.npz", backend=backend).forward(x),
+                                  packed.forward(x))

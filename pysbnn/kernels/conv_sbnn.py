@@ -279,31 +279,54 @@ _TWINS = Twins({"sbnn": _sbnn_serial, "sbnn_par": _sbnn_parallel},
 _PAR_MIN_BATCH = 2            # threads pay off from two images on
 
 
-def sbnn_conv3x3_packed(planes, plan, H, W, stride=1, padding=1, parallel=None, backend="auto"):
-    """Kernel B on bit-sliced activations ``planes = pack_planes(x)``.
-
-    Returns (z', ops): z' int32 with shape (n, H_out, W_out, C_out) (with the
-    numba backend an NHWC view of a channel-major buffer); ops as in
-    :func:`sbnn_conv3x3_reference`.
-    """
+def _checked_geometry(planes, plan, H, W, stride, padding):
     geo = plan.geometry(H, W, stride, padding)
     if planes.shape[1:] != (plan.C_in, 2 * geo.g + (H * W + 63) // 64 + 8):
         raise ValueError("planes do not match H, W or the weights' C_in (use pack_planes)")
+    return geo
+
+
+def sbnn_conv3x3_buffer(planes, plan, H, W, stride=1, padding=1, parallel=None, backend="auto"):
+    """Kernel B's own output: ``z'`` channel-major, position ``y R + x`` of each plane.
+
+    Returns ``(buf, R, ops)``: int32 (n, C_out, Pw 64) (entries past the
+    H_out x W_out grid are unspecified), the row stride R (W for stride 1,
+    W_out for stride 2) and the ops dict of :func:`sbnn_conv3x3_reference`.
+    """
+    geo = _checked_geometry(planes, plan, H, W, stride, padding)
     n = planes.shape[0]
+    buf = np.empty((n, plan.C_out, geo.Pw * 64), np.int32)
     if resolve_backend(backend) == "numpy":
         x = np.where(_unpack_planes(planes, H, W), 1.0, -1.0)
-        return sbnn_conv3x3_reference(x, plan.w01, stride, padding)
+        z, ops = sbnn_conv3x3_reference(x, plan.w01, stride, padding)
+        grid = buf[:, :, :geo.H_out * geo.R].reshape(n, plan.C_out, geo.H_out, geo.R)
+        grid[:, :, :, :geo.W_out] = z.transpose(0, 3, 1, 2)
+        return buf, geo.R, ops
     parallel = n >= _PAR_MIN_BATCH if parallel is None else bool(parallel)
-    buf = np.empty((n, plan.C_out, geo.Pw * 64), np.int32)
     counts = np.zeros((n, 2), np.int64)          # per image: K1 shifted copies, other ones
     _TWINS["sbnn_par" if parallel else "sbnn"](np.ascontiguousarray(planes), geo, buf, counts)
     k1, multi = (int(c) for c in counts.sum(axis=0))
-    H_out, W_out, R = geo.H_out, geo.W_out, geo.R
+    return buf, geo.R, {"k1_shift": k1, "popcount": multi, "total": k1 + multi}
+
+
+def sbnn_conv3x3_packed(planes, plan, H, W, stride=1, padding=1, parallel=None, backend="auto"):
+    """Kernel B on bit-sliced activations ``planes = pack_planes(x)``.
+
+    Returns (z', ops): z' int32 (n, H_out, W_out, C_out), an NHWC view of the
+    channel-major buffer (:func:`sbnn_conv3x3_buffer`) with the numba backend;
+    ops as in :func:`sbnn_conv3x3_reference`.
+    """
+    geo = _checked_geometry(planes, plan, H, W, stride, padding)
+    if resolve_backend(backend) == "numpy":
+        x = np.where(_unpack_planes(planes, H, W), 1.0, -1.0)
+        return sbnn_conv3x3_reference(x, plan.w01, stride, padding)
+    buf, R, ops = sbnn_conv3x3_buffer(planes, plan, H, W, stride, padding, parallel, backend)
+    n, H_out, W_out = buf.shape[0], geo.H_out, geo.W_out
     if geo.Pw * 64 == H_out * W_out:           # no padding columns or tail: reshape in place
         z = buf.reshape(n, plan.C_out, H_out, W_out)
     else:
         z = buf[:, :, :H_out * R].reshape(n, plan.C_out, H_out, R)[:, :, :, :W_out]
-    return z.transpose(0, 2, 3, 1), {"k1_shift": k1, "popcount": multi, "total": k1 + multi}
+    return z.transpose(0, 2, 3, 1), ops
 
 
 def sbnn_conv3x3(x, w, stride=1, padding=1, binary=None, parallel=None, backend="auto"):

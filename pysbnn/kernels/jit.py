@@ -21,6 +21,13 @@ compiling (``numba.prange`` called from Python behaves as ``range``).
 """
 
 import importlib.util
+import os
+
+# Numba's OpenMP threads spin while they wait by default: on a shared two-core
+# machine a two-thread kernel then ran 6-8x slower than a serial one whenever
+# another process held a core (measured). Passive waiting costs a little
+# wake-up latency and never collapses; a value set by the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 BACKENDS = ("auto", "numba", "numpy")
 
@@ -92,6 +99,14 @@ class Twins:
         if not self._compiled:
             self._compile()
         return self._compiled[name]
+
+    def function(self, name, backend="auto"):
+        """The compiled twin when ``backend`` resolves to numba, else the plain function.
+
+        For kernels whose plain-Python code is their own reference (the decode
+        loops of :mod:`pysbnn.coding`): the same code either way.
+        """
+        return self[name] if resolve_backend(backend) == "numba" else self.kernels[name]
 
     def _compile(self):
         import numba

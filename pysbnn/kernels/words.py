@@ -79,6 +79,16 @@ def unpack_batch_sliced(xs, B):
     return unpack_bits(xs, B).T
 
 
+def transpose_bits(words, K, backend="auto"):
+    """Row-packed <-> batch-sliced bits: uint64 (R, n_words(K)) -> (K, n_words(R)).
+
+    The transpose of the bit matrix: bit ``k`` of row ``r`` becomes bit ``r``
+    of row ``k`` (rows -> sliced with R samples and K features, or back).
+    """
+    words = np.asarray(words, dtype=np.uint64)
+    return pack_last_axis(unpack_bits(words, K).T.astype(bool))
+
+
 def popcount_numpy(words):
     """Popcount of every word (``np.bitwise_count``), as int64."""
     return np.bitwise_count(np.asarray(words, dtype=np.uint64)).astype(np.int64)

@@ -1,22 +1,33 @@
 """Which kernel runs for a packed layer: the one dispatch point of ``pysbnn.packed``.
 
-Dense layers with a binarized input use the bit-sliced, batch-in-the-word
-SBNN kernel (:mod:`pysbnn.kernels.sliced`) when the batch fills words (at
-least ``SLICED_MIN_BATCH`` samples) and the layer is sparse; one XNOR-popcount
-pass (:mod:`pysbnn.kernels.xnor`) otherwise. 3x3 convolutions use Kernel B
-(:mod:`pysbnn.kernels.conv_sbnn`: K0 skipped, K1 as shifted copies), other
-kernel sizes an exact integer im2col product. Each weight layout ("plan") is
-prepared once per layer and cached on it. Every function returns the
-operations it executed, which ``count_bops`` reports.
+* Raw inputs (a first layer, its Normalize folded in): uint8 pixels take the
+  exact integer gather kernel (:mod:`pysbnn.kernels.gather`), other dtypes a
+  float64 product.
+* +-1 inputs (:class:`~pysbnn.packed.layers.Bits` or floats): the bit-sliced,
+  batch-in-the-word SBNN kernel (:mod:`pysbnn.kernels.sliced`) when the batch
+  fills words (at least ``SLICED_MIN_BATCH`` samples) and the layer is sparse,
+  one XNOR-popcount pass (:mod:`pysbnn.kernels.xnor`) otherwise.
+* 3x3 convolutions: Kernel B (:mod:`pysbnn.kernels.conv_sbnn`: K0 skipped,
+  K1 as shifted copies); other kernel sizes an exact integer im2col product.
+
+Bits leave a folded layer in the layout their batch size calls for
+(``"sliced"`` from ``SLICED_MIN_BATCH`` samples on, ``"rows"`` below), packed
+by the threshold kernel in the same pass; a layer whose kernel wants the other
+layout transposes the bit matrix. Each weight layout ("plan") is prepared
+once per layer and cached on it. Every function returns the operations its
+kernel executed, which ``count_bops`` reports.
 """
 
 import numpy as np
 
 from ..functional import conv2d_forward
-from ..kernels import sliced, words, xnor
+from ..kernels import gather, sliced, words, xnor
 from ..kernels.conv_sbnn import SbnnConvPlan, conv3x3_ones, sbnn_conv3x3
+from ..kernels.threshold import pack_threshold
+from .bits import Bits
+from .fold import affine_output
 
-#: batch size from which the bit-sliced dense kernel is used ...
+#: batch size from which the bit-sliced dense kernel is used (and bits travel sliced) ...
 SLICED_MIN_BATCH = 64
 #: ... for layers with at most this fraction of ones (its work scales with
 #: the ones; one XNOR-popcount pass over all words wins for denser layers).
@@ -30,37 +41,68 @@ def _plan(layer, kind, make):
     return plans[kind]
 
 
-def sbnn_dense(layer, x, backend="auto"):
-    """``z' = w01 . x`` (int32 (n, M)), ``q = 1 . x`` (int64 (n,)) and the ops executed.
+def layout_for(batch):
+    """The layout bits travel in for a batch of this size."""
+    return "sliced" if batch >= SLICED_MIN_BATCH else "rows"
 
-    ``x``: float (n, K) whose signs are the +-1 inputs, or packed rows (uint64 words).
-    """
-    K, w01 = layer.in_features, layer.words
-    packed_rows = x.dtype == np.uint64
-    n = len(x)
-    if packed_rows:
-        q = words.input_dot_ones(x, K)
-    else:
-        q = 2 * np.count_nonzero(x >= 0, axis=1).astype(np.int64) - K
-    density = _plan(layer, "density", lambda: words.popcount_numpy(w01).sum() / max(w01.shape[0] * K, 1))
-    if n >= SLICED_MIN_BATCH and density <= SLICED_MAX_DENSITY:
-        xf = words.unpack_signs(x, K) if packed_rows else x
-        plan = _plan(layer, "sliced", lambda: sliced.prepare_sliced(w01, K))
-        z, ops = sliced.sbnn_gemm_sliced(words.pack_batch_sliced(xf, backend), plan, n,
+
+def density(layer):
+    """Fraction of ones of a packed layer (cached)."""
+    return _plan(layer, "density", lambda: layer.n_ones() / max(layer.words.shape[0] * layer.fan_in, 1))
+
+
+def _emit(layer, z, q, backend, neuron_major=False):
+    """The layer's output from int32 ``z'`` ((B, M), or (M, B) neuron-major) and ``q`` (B,)."""
+    if layer.output == "affine":
+        return affine_output(z.T if neuron_major else z, q, layer.affine)
+    B = len(q)
+    layout = layout_for(B)
+    bits, ones = pack_threshold(z, q, layer.threshold, layout, neuron_major=neuron_major, backend=backend)
+    return Bits(bits, layer.out_features, B, layout, ones)
+
+
+def raw_dense(layer, x, backend="auto"):
+    """First-layer product of raw inputs (n, ...) -> (output, ops)."""
+    x = np.asarray(x)
+    x2 = x.reshape(len(x), -1)
+    if x2.shape[1] != layer.in_features:
+        raise ValueError(f"expected inputs of {layer.in_features} values, got shape {x.shape}")
+    if x2.dtype == np.uint8:
+        plan = _plan(layer, "gather", lambda: gather.prepare_gather(layer.ones_rows()))
+        zt, Q, ops = gather.gather_dense(x2, plan, backend=backend)
+        return _emit(layer, zt, Q, backend, neuron_major=True), ops
+    x64 = x2.astype(np.float64)
+    w01 = _plan(layer, "float", lambda: layer.ones_rows().T.astype(np.float64))
+    return layer.finish(x64 @ w01, x64.sum(axis=1)), 0
+
+
+def binary_dense(layer, x, backend="auto"):
+    """Product of +-1 inputs (:class:`Bits` or floats (n, K)) -> (output, ops)."""
+    K = layer.in_features
+    if not isinstance(x, Bits):
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2 or x.shape[1] != K:
+            raise ValueError(f"expected +-1 inputs (n, {K}), got shape {x.shape}")
+        rows = words.pack_signs(x, backend)
+        x = Bits(rows, K, len(x), "rows", words.popcount_numpy(rows).sum(axis=1))
+    n, q = x.n, 2 * x.ones - K
+    if n >= SLICED_MIN_BATCH and density(layer) <= SLICED_MAX_DENSITY:
+        plan = _plan(layer, "sliced", lambda: sliced.prepare_sliced(layer.words, K))
+        z, ops = sliced.sbnn_gemm_sliced(x.as_layout("sliced", backend).words, plan, n,
                                          backend=backend, return_ops=True)
     else:
         # w01 . x = (s . x + q) / 2 with s = 2 w01 - 1 in {-1,+1}: one XNOR-popcount
         # pass over all words (exact integers), the fastest path for dense layers.
-        a = x if packed_rows else words.pack_signs(x, backend)
-        plan = _plan(layer, "xnor", lambda: xnor.prepare_xnor(w01, K))
-        s_dot_x, ops = xnor.xnor_gemm(a, plan, backend=backend, return_ops=True)
+        plan = _plan(layer, "xnor", lambda: xnor.prepare_xnor(layer.words, K))
+        s_dot_x, ops = xnor.xnor_gemm(x.as_layout("rows", backend).words, plan, backend=backend,
+                                      return_ops=True)
         z = ((s_dot_x + q[:, None]) // 2).astype(np.int32)
-    return z, q, int(ops)
+    return _emit(layer, z, q, backend), int(ops)
 
 
-def sbnn_conv(layer, xs, backend="auto"):
-    """SBNN conv of +-1 NHWC ``xs``: ``z'`` (n, ho, wo, c_out), ``q`` (n, ho, wo, 1), ops."""
-    if layer.kernel_size == 3:
+def conv(layer, xs, backend="auto"):
+    """Conv of NHWC ``xs`` (+-1, or real for a first layer): ``z'``, ``q`` (n, ho, wo, 1), ops."""
+    if layer.binarize_input and layer.kernel_size == 3:
         plan = _plan(layer, "conv3x3", lambda: SbnnConvPlan(layer.ones_kernels(), binary=True))
         z, ops = sbnn_conv3x3(xs, plan, layer.stride, layer.padding, backend=backend)
         return z, conv3x3_ones(xs, layer.stride, layer.padding), int(ops["total"])
@@ -68,10 +110,12 @@ def sbnn_conv(layer, xs, backend="auto"):
 
 
 def _generic_conv(layer, xs):
-    """Exact integer im2col product for kernels other than 3x3 (counts its ones)."""
+    """im2col product for other kernels or real inputs (exact integers for +-1 inputs)."""
     w01 = layer.ones_kernels().astype(np.float64)
     z, _ = conv2d_forward(xs.astype(np.float64), w01, None, layer.stride, layer.padding)
     ones = np.ones((1,) + w01.shape[1:])
     q, _ = conv2d_forward(xs.astype(np.float64), ones, None, layer.stride, layer.padding)
+    if not layer.binarize_input:
+        return z, q, 0
     positions = z.shape[0] * z.shape[1] * z.shape[2]
     return np.rint(z).astype(np.int32), np.rint(q).astype(np.int64), int(w01.sum()) * positions

@@ -1,10 +1,15 @@
 """``pack(model)``: a trained model -> a :class:`PackedModel` for bit-packed inference.
 
 Binary layers become packed layers (:mod:`pysbnn.packed.layers`); every other
-layer (input normalisation, full-precision convs, pooling, the last
-BatchNorm) is kept as it is and runs in float. Inside a ``Sequential``, the
-pattern ``binary dense -> BatchNorm -> binary dense (sign input)`` is folded:
-BatchNorm + sign become one threshold per channel and only bits travel on.
+layer (full-precision convs, pooling, ...) is kept as it is and runs in float.
+Inside a ``Sequential`` the linear neighbours of a binary layer are folded
+into it (:mod:`pysbnn.packed.fold`):
+
+* a one-channel ``Normalize`` (flattening) in front of a real-input binary
+  dense layer: the packed layer takes the raw pixels, exact integers;
+* the ``BatchNorm`` behind a binary layer;
+* the sign of a following binary dense layer: then only bits travel on,
+  tested by an integer threshold.
 """
 
 import copy
@@ -14,17 +19,17 @@ import numpy as np
 from ..binary import BinaryConv2d, BinaryDense
 from ..containers import Residual, Sequential
 from ..kernels.jit import check_backend
-from ..layers import BatchNorm, Layer, check_positive_int
-from ..serialize import load_model, save_model
-from ..validation import check_finite_model
-from .layers import Bits, PackedBinaryConv2d, PackedBinaryDense, fold_threshold
+from ..layers import BatchNorm, Conv2d, HardTanh, Layer, Normalize
+from ..validation import check_finite_model, check_positive_int
+from . import fold, storage
+from .bits import Bits
+from .layers import PackedBinaryConv2d, PackedBinaryDense
+from .residual import PackedResidualUnit, fold_shortcut, is_unit
 
 
 def _pack_layer(layer):
-    if isinstance(layer, BinaryDense):
-        return PackedBinaryDense.from_layer(layer)
-    if isinstance(layer, BinaryConv2d):
-        return PackedBinaryConv2d.from_layer(layer)
+    if isinstance(layer, (BinaryDense, BinaryConv2d)):
+        return _pack_binary(layer, None, None, False)
     if isinstance(layer, Sequential):
         return _pack_sequential(layer)
     if isinstance(layer, Residual):
@@ -33,20 +38,62 @@ def _pack_layer(layer):
     return copy.deepcopy(layer)
 
 
+def _pack_binary(layer, normalize, bn, sign_next):
+    """The packed twin of a binary layer with its folded neighbours."""
+    w01 = layer.ones().reshape(layer.ones().shape[0], -1)
+    xi, eta = layer.xi_eta()
+    if isinstance(layer, BinaryDense):
+        packed = PackedBinaryDense(layer.in_features, layer.out_features, layer.binarize_input,
+                                   output="bits" if sign_next else "affine", folded_bn=bn is not None)
+    else:
+        packed = PackedBinaryConv2d(layer.in_channels, layer.out_channels, layer.kernel_size,
+                                    layer.stride, layer.padding, layer.binarize_input,
+                                    folded_bn=bn is not None)
+    packed.set_weights(w01, xi, eta)
+    ones = w01.sum(axis=1)
+    aff = fold.affine_of(xi, eta, w01.shape[0], normalize, ones, w01.shape[1], bn)
+    if not sign_next:
+        packed.set_affine(aff)
+        return packed
+    scale = 1.0 if layer.binarize_input else 255.0          # +-1 inputs, or uint8 pixels
+    packed.set_threshold(fold.fixed_threshold(aff, scale * ones.max(initial=0), scale * w01.shape[1]))
+    return packed
+
+
+def _pack_unit(res):
+    """A fused :class:`PackedResidualUnit` from ``Residual(Sequential([conv, bn]), shortcut)``."""
+    conv, bn = res.body.layers
+    if res.shortcut is None:
+        return PackedResidualUnit(_pack_binary(conv, None, bn, False))
+    sc_conv, sc_bn = res.shortcut.layers
+    unit = PackedResidualUnit(_pack_binary(conv, None, bn, False), shortcut_stride=sc_conv.stride)
+    unit.set_shortcut(*fold_shortcut(sc_conv, sc_bn))
+    return unit
+
+
 def _pack_sequential(seq):
-    out, i, layers = [], 0, seq.layers
+    out, i, layers = [], 0, list(seq.layers)
+    at = lambda j: layers[j] if j < len(layers) else None    # noqa: E731
     while i < len(layers):
-        layer = layers[i]
-        foldable = (isinstance(layer, BinaryDense) and i + 2 < len(layers)
-                    and isinstance(layers[i + 1], BatchNorm)
-                    and isinstance(layers[i + 2], BinaryDense) and layers[i + 2].binarize_input)
-        packed = _pack_layer(layer)
-        out.append(packed)
-        if foldable:
-            packed.set_threshold(*fold_threshold(packed.xi, packed.eta, layers[i + 1]))
-            i += 2                           # BatchNorm folded away
-        else:
+        layer, normalize = layers[i], None
+        nxt = at(i + 1)
+        if (isinstance(layer, Normalize) and layer.flatten and fold.normalize_of(layer) is not None
+                and isinstance(nxt, BinaryDense) and not nxt.binarize_input):
+            normalize, i, layer = fold.normalize_of(layer), i + 1, nxt    # Normalize folded in
+        if is_unit(layer, nxt, BinaryConv2d, BatchNorm, Conv2d, HardTanh):
+            out.append(_pack_unit(layer))
+            i += 2                                             # HardTanh fused
+            continue
+        if not isinstance(layer, (BinaryDense, BinaryConv2d)):
+            out.append(_pack_layer(layer))
             i += 1
+            continue
+        bn = at(i + 1) if isinstance(at(i + 1), BatchNorm) else None
+        after = at(i + 2) if bn is not None else at(i + 1)
+        sign_next = (isinstance(layer, BinaryDense) and isinstance(after, BinaryDense)
+                     and after.binarize_input)
+        out.append(_pack_binary(layer, normalize, bn, sign_next))
+        i += 2 if bn is not None else 1
     return Sequential(out)
 
 
@@ -113,8 +160,25 @@ class PackedModel:
                 if isinstance(l, (PackedBinaryDense, PackedBinaryConv2d))]
 
     def save(self, path):
-        """Write an ``.npz`` (no pickle), atomically."""
-        save_model(self.net, path, kind="packed")
+        """Write an ``.npz`` (no pickle), atomically, the binary weights coded near
+        their entropy bound (:mod:`pysbnn.packed.storage`, ``docs/format.md``).
+        A NaN/inf array is refused (ValueError naming the layer)."""
+        check_finite_model(self.net, "PackedModel.save")
+        storage.save_packed(self.net, self.packed_layers(), path)
+
+    def storage_report(self):
+        """Per binary layer (``[(name, dict)]``): weights N, ones, the coding method and
+        its ``stored`` bytes (header included), the ``bound`` ceil(N h(p) / 8), and the
+        ``bnn`` (N / 8) and ``float32`` (4 N) bytes of the same weights."""
+        rows = []
+        for name, layer in self.packed_layers():
+            enc = storage.encode_weights(layer)
+            n, ones = layer.ones_rows().size, layer.n_ones()
+            rows.append((name, {"weights": n, "ones": ones, "method": enc.method,
+                                "stored": storage.coding.stored_bytes(enc),
+                                "bound": storage.coding.entropy_bound_bytes(layer.ones_rows()),
+                                "bnn": (n + 7) // 8, "float32": 4 * n}))
+        return rows
 
     def size_bytes(self):
         """Bytes of every array inference needs (packed bits, thresholds, float layers)."""
@@ -132,8 +196,8 @@ class PackedModel:
         return total
 
     def _folded_bn_bytes(self):
-        """float32 bytes of the BatchNorms folded into thresholds (4 arrays per channel)."""
-        return sum(16 * len(l.buffers["threshold"]) for _, l in self.packed_layers() if l.fold)
+        """float32 bytes of the BatchNorms folded into the packed layers (4 arrays per channel)."""
+        return sum(16 * len(l.words) for _, l in self.packed_layers() if l.folded_bn)
 
     def _binary_weights(self):
         return sum(l.fan_in * (l.out_features if hasattr(l, "out_features") else l.out_channels)
@@ -154,5 +218,6 @@ class PackedModel:
 
 
 def load_packed(path, backend="auto"):
-    """Load a :class:`PackedModel` written by ``PackedModel.save``."""
-    return PackedModel(load_model(path, kind="packed")).with_backend(backend)
+    """Load a :class:`PackedModel` written by ``PackedModel.save`` (weights decoded once)."""
+    net, _ = storage.load_packed_net(path)
+    return PackedModel(net).with_backend(backend)

@@ -1,0 +1,211 @@
+r"""A binary layer on integer inputs (raw uint8 pixels): ``z' = w01 . x`` exactly.
+
+The first layer of an SBNN sees real inputs. With the input normalisation
+folded into the next threshold (``pysbnn.packed.fold``) it takes the raw
+pixels, so ``z'_bm = sum_{k: w01[m, k] = 1} x_bk`` is an exact integer and costs
+one add per one-weight (work proportional to the ones, Sec. 3.5)::
+
+    z'[b, m] = sum_{k in ones(m)} x[b, k],       Q[b] = sum_k x[b, k]
+
+Layout (:func:`prepare_gather`): the column indices of the ones of each row.
+The kernel transposes a block of ``SB`` samples into a (K, SB) scratch and
+adds, for each output row, the scratch rows of its ones (:func:`add_rows`:
+one vector load, widen and add per one-weight and block, vectorised over the
+batch); it writes ``z'`` neuron-major, (M, B), the order in which
+``threshold.pack_threshold`` emits batch-sliced bits. Executed operations: one
+add per one-weight and sample (``analysis.bops_sparse``).
+
+LLVM does not vectorise the add loop as written in Python (measured: scalar
+code, 1-2 G adds/s on a Zen 3), so :func:`add_rows` has an LLVM IR twin
+(:func:`add_rows_ir`): 256 ones at a time into <32 x i16> (no overflow:
+256 * 255 < 2^16), then widened into <32 x i32>; 16 G adds/s and more.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import analysis
+from .intrinsics import scratch
+from .jit import Twins, resolve_backend
+
+SB = 32             # samples per block: (K, 32) uint8 scratch, 25 KB for K = 784
+
+prange = range      # numba.prange in the parallel kernel (see jit.Twins)
+
+
+class GatherWeights(NamedTuple):
+    """{0,1} weights for :func:`gather_dense`: the columns of the ones of row
+    ``m`` are ``indices[indptr[m]:indptr[m+1]]``."""
+    indptr: np.ndarray      # int64 (M + 1,)
+    indices: np.ndarray     # int32 (ones,)
+    K: int
+
+
+def prepare_gather(w01):
+    """Row lists of the ones of a {0,1} (or bool) weight matrix (M, K)."""
+    w01 = np.asarray(w01) != 0
+    rows, cols = np.nonzero(w01)
+    indptr = np.zeros(w01.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=w01.shape[0]), out=indptr[1:])
+    return GatherWeights(indptr, cols.astype(np.int32), int(w01.shape[1]))
+
+
+def gather_dense_reference(x, w01):
+    """NumPy reference: ``(z' int64 (B, M), Q int64 (B,), ops)`` for integer ``x`` (B, K)."""
+    x = np.asarray(x).astype(np.int64)
+    w01 = np.asarray(w01) != 0
+    return x @ w01.T.astype(np.int64), x.sum(axis=1), analysis.bops_sparse(w01, len(x), binary=True)
+
+
+# ----------------------------------------------------------------------------
+# Kernels
+
+CHUNK = 256         # ones summed in 16 bits before widening (256 * 255 < 2^16)
+
+
+def add_rows(acc, xt, idx, t0, t1):
+    """``acc[:SB] += sum_{t0 <= t < t1} xt[idx[t], :SB]``: int32 += uint8 rows."""
+    for t in range(t0, t1):
+        acc[:SB] += xt[idx[t], :SB].astype(np.int32)
+
+
+def add_rows_ir():
+    """LLVM IR twin of :func:`add_rows` (an intrinsic returning void)."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def _add_rows_ir(typingctx, acc, xt, idx, t0, t1):
+        def codegen(context, b, sig, args):
+            A, X, Idx = (context.make_array(t)(context, b, a) for t, a in zip(sig.args[:3], args[:3]))
+            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+            v8, v16, v32 = (ir.VectorType(t, SB) for t in (ir.IntType(8), i16, i32))
+            acc_ptr = b.bitcast(A.data, v32.as_pointer())
+            total = cgutils.alloca_once_value(b, b.load(acc_ptr, align=4))
+            part = cgutils.alloca_once_value(b, ir.Constant(v16, None))
+            row_stride = cgutils.unpack_tuple(b, X.strides, 2)[0]
+            t0, t1 = args[3], args[4]
+            with cgutils.for_range(b, b.sub(t1, t0)) as loop:
+                t = b.add(t0, loop.index)
+                k = b.sext(b.load(b.gep(Idx.data, [t])), i64)
+                row = b.load(b.bitcast(b.gep(X.data, [b.mul(k, row_stride)]), v8.as_pointer()), align=1)
+                b.store(b.add(b.load(part), b.zext(row, v16)), part)
+                last = b.icmp_unsigned("==", b.urem(loop.index, ir.Constant(i64, CHUNK)),
+                                       ir.Constant(i64, CHUNK - 1))
+                with b.if_then(last):                      # flush the 16-bit sums
+                    b.store(b.add(b.load(total), b.zext(b.load(part), v32)), total)
+                    b.store(ir.Constant(v16, None), part)
+            b.store(b.add(b.load(total), b.zext(b.load(part), v32)), total)
+            b.store(b.load(total), acc_ptr, align=4)
+            return context.get_dummy_value()
+        return types.void(acc, xt, idx, t0, t1), codegen
+    return _add_rows_ir
+
+
+def register_add_rows():
+    """Overload :func:`add_rows` with its IR twin (idempotent)."""
+    if _REGISTERED:
+        return
+    from numba.extending import overload
+    twin = add_rows_ir()
+
+    @overload(add_rows)
+    def _ol_add_rows(acc, xt, idx, t0, t1):
+        return lambda acc, xt, idx, t0, t1: twin(acc, xt, idx, t0, t1)
+
+    _REGISTERED.append(True)
+
+
+_REGISTERED = []
+
+
+def _block(x, indptr, idx, zt, Q, c):
+    """Samples ``SB c ..`` of every output row into ``zt`` (M, B); their sums into ``Q``."""
+    B, K = x.shape
+    b0 = SB * c
+    n = min(SB, B - b0)
+    xt = np.zeros((K, SB), np.uint8)
+    for i in range(n):
+        total = 0
+        for k in range(K):
+            xt[k, i] = x[b0 + i, k]
+            total += x[b0 + i, k]
+        Q[b0 + i] = total
+    acc = scratch(SB, np.int32)
+    for m in range(indptr.shape[0] - 1):
+        for i in range(SB):
+            acc[i] = 0
+        add_rows(acc, xt, idx, indptr[m], indptr[m + 1])
+        out = zt[m, b0:b0 + n]
+        for i in range(n):
+            out[i] = acc[i]
+
+
+def _gather_serial(x, indptr, idx, zt, Q):
+    for c in range((x.shape[0] + SB - 1) // SB):
+        _block(x, indptr, idx, zt, Q, c)
+
+
+def _gather_parallel(x, indptr, idx, zt, Q):
+    for c in prange((x.shape[0] + SB - 1) // SB):
+        _block(x, indptr, idx, zt, Q, c)
+
+
+def _gather_samples(x, indptr, idx, z, Q):
+    """Small batches: sample by sample, one scalar add per one-weight; z is (B, M)."""
+    for b in range(x.shape[0]):
+        total = 0
+        for k in range(x.shape[1]):
+            total += x[b, k]
+        Q[b] = total
+        for m in range(indptr.shape[0] - 1):
+            acc = np.int32(0)
+            for t in range(indptr[m], indptr[m + 1]):
+                acc += np.int32(x[b, idx[t]])
+            z[b, m] = acc
+
+
+_TWINS = Twins({"blocks": _gather_serial, "blocks_par": _gather_parallel, "samples": _gather_samples},
+               helpers=(_block,), setup=(register_add_rows,))
+
+BLOCK_MIN_BATCH = 8         # below this, sample by sample (no transposed scratch)
+_PAR_MIN_WORK = 1 << 20     # ones * B from which two threads pay
+
+
+def gather_dense(x, w, *, backend="auto", parallel=None):
+    """``z' = w01 . x`` and ``Q = 1 . x`` of uint8 inputs, exactly.
+
+    Parameters
+    ----------
+    x : uint8 (B, K) raw inputs (pixels).
+    w : :class:`GatherWeights` (``prepare_gather``).
+    backend : ``"auto" | "numba" | "numpy"``.
+
+    Returns
+    -------
+    zt : int32 (M, B), ``z'`` neuron-major (``zt.T`` is (B, M)).
+    Q : int64 (B,).
+    ops : the adds executed, ones * B.
+    """
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    if x.ndim != 2 or x.shape[1] != w.K:
+        raise ValueError(f"expected uint8 inputs (B, {w.K}), got {x.shape}")
+    B, M = x.shape[0], w.indptr.shape[0] - 1
+    ops = int(w.indices.shape[0]) * B
+    if resolve_backend(backend) == "numpy":
+        w01 = np.zeros((M, w.K), bool)
+        w01[np.repeat(np.arange(M), np.diff(w.indptr)), w.indices] = True
+        z, Q, _ = gather_dense_reference(x, w01)
+        return np.ascontiguousarray(z.T.astype(np.int32)), Q, ops
+    Q = np.empty(B, np.int64)
+    if B < BLOCK_MIN_BATCH:
+        z = np.empty((B, M), np.int32)
+        _TWINS["samples"](x, w.indptr, w.indices, z, Q)
+        return np.ascontiguousarray(z.T), Q, ops
+    zt = np.empty((M, B), np.int32)
+    parallel = ops >= _PAR_MIN_WORK and B > SB if parallel is None else parallel
+    _TWINS["blocks_par" if parallel else "blocks"](x, w.indptr, w.indices, zt, Q)
+    return zt, Q, ops

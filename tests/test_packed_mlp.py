@@ -1,0 +1,113 @@
+"""The all-integer packed MLP: the gather kernel on uint8 pixels, the folded
+integer threshold and the bit layouts between layers."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pysbnn
+from pysbnn.kernels import gather, threshold, words
+from pysbnn.packed import fold
+
+SETTINGS = settings(max_examples=20, deadline=None)
+
+
+@given(B=st.integers(1, 70), K=st.sampled_from([1, 63, 64, 65, 130]), M=st.integers(1, 40),
+       density=st.sampled_from([0.0, 0.05, 0.5, 1.0]), seed=st.integers(0, 2**16),
+       parallel=st.booleans())
+@SETTINGS
+def test_gather_kernel_equals_reference(B, K, M, density, seed, parallel):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (B, K)).astype(np.uint8)
+    x[:, 0] = 255
+    w01 = rng.random((M, K)) < density
+    zt, Q, ops = gather.gather_dense(x, gather.prepare_gather(w01), backend="numba", parallel=parallel)
+    z_ref, Q_ref, ops_ref = gather.gather_dense_reference(x, w01)
+    assert zt.dtype == np.int32 and zt.shape == (M, B)
+    np.testing.assert_array_equal(zt.T, z_ref)
+    np.testing.assert_array_equal(Q, Q_ref)
+    assert ops == ops_ref == int(w01.sum()) * B
+
+
+def test_gather_kernel_many_ones_do_not_overflow_16_bits(backend):
+    """Rows of 784 ones of 255: sums of 199,920 need the widening every 256 ones."""
+    x = np.full((40, 784), 255, np.uint8)
+    w01 = np.ones((3, 784), bool)
+    zt, Q, _ = gather.gather_dense(x, gather.prepare_gather(w01), backend=backend)
+    assert (zt == 784 * 255).all() and (Q == 784 * 255).all()
+
+
+@given(R=st.integers(1, 140), K=st.sampled_from([1, 63, 64, 65, 200]), seed=st.integers(0, 2**16))
+@SETTINGS
+def test_bit_transpose_round_trips(R, K, seed):
+    bits = np.random.default_rng(seed).random((R, K)) < 0.5
+    rows = words.pack_bits(bits)
+    sliced = words.transpose_bits(rows, K)
+    np.testing.assert_array_equal(sliced, words.pack_bits(bits.T))
+    np.testing.assert_array_equal(words.transpose_bits(sliced, R), rows)
+
+
+def _threshold_case(seed, B, M, xi, scale):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(0, 1, M) * rng.choice([1, -1, 0], M, p=[0.6, 0.3, 0.1])
+    C = rng.normal(0, 40 * scale, M)
+    aff = fold.Affine(A, xi, C)
+    U = rng.integers(0, 60, M)
+    z = (rng.integers(-60, 61, (B, M)) * scale).astype(np.int64)
+    q = (rng.integers(-100, 101, B) * scale).astype(np.int64)
+    return aff, fold.fixed_threshold(aff, scale * 60, scale * 100), z, q, U
+
+
+@given(seed=st.integers(0, 2**16), xi=st.floats(-3, 3), scale=st.sampled_from([1, 255]))
+@settings(max_examples=40, deadline=None)
+def test_integer_threshold_is_the_real_test_away_from_ties(seed, xi, scale):
+    """dir * u_F >= T equals sign(A (z' + xi q) + C) >= 0 except within 2^-F of the threshold."""
+    aff, th, z, q, _ = _threshold_case(seed, 30, 20, xi, scale)
+    bits = threshold.threshold_bits(z, q, th)
+    real = aff.A * (z + xi * q[:, None]) + aff.C
+    exact = real >= 0
+    margin = np.abs(real) / np.where(aff.A == 0, 1.0, np.abs(aff.A))     # |u - T| in u units
+    clear = (margin > 2.0 ** (1 - th.F)) | (aff.A == 0)
+    assert clear.mean() > 0.9
+    np.testing.assert_array_equal(bits[clear], exact[clear])
+    assert -2**30 <= int(th.T.min()) and int(th.T.max()) <= 2**30
+
+
+@pytest.mark.parametrize("layout", ["rows", "sliced"])
+@pytest.mark.parametrize("neuron_major", [False, True])
+def test_threshold_kernel_equals_reference(layout, neuron_major, backend):
+    for B, M in [(1, 1), (5, 64), (65, 70), (130, 129)]:
+        aff, th, z, q, _ = _threshold_case(B * M, B, M, -0.43, 1)
+        z32 = z.astype(np.int32)
+        got, ones = threshold.pack_threshold(z32.T.copy() if neuron_major else z32, q, th, layout,
+                                             neuron_major=neuron_major, backend=backend)
+        bits = threshold.threshold_bits(z, q, th)
+        np.testing.assert_array_equal(got, words.pack_bits(bits if layout == "rows" else bits.T))
+        np.testing.assert_array_equal(ones, bits.sum(axis=1))
+
+
+def test_fixed_point_uses_the_whole_int32_range():
+    aff = fold.Affine(np.ones(3), 0.37, np.zeros(3))
+    th = fold.fixed_threshold(aff, 255 * 784, 255 * 784)
+    bound = 255 * 784 * (1 + 0.37)
+    assert 2.0 ** 29 <= bound * 2.0 ** th.F < 2.0 ** 30
+    assert th.G >= th.F and abs(th.XI / 2.0 ** th.G - 0.37) < 2.0 ** -30
+    assert math.isclose(fold.fixed_threshold(fold.Affine(np.ones(1), 0.0, np.zeros(1)), 10, 10).XI, 0)
+
+
+@pytest.mark.parametrize("domain", ["sym", "alpha_beta", "learned", "zero_one"])
+def test_first_layer_reads_raw_pixels_like_the_float_simulation(domain, backend):
+    """Normalize folded into the first layer: uint8 and float pixels, any batch."""
+    rng = np.random.default_rng(3)
+    model = pysbnn.binary_mlp((64, 40, 10), domain=domain, seed=1, mean=0.3, std=0.2)
+    x = rng.integers(0, 256, (300, 8, 8)).astype(np.uint8)
+    model.forward(x[:100], training=True)
+    packed = pysbnn.pack(model, backend=backend)
+    for batch in (1, 7, 64, 300):
+        ref = model.forward(x[:batch], training=False)
+        np.testing.assert_allclose(packed.forward(x[:batch]), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        np.testing.assert_allclose(packed.forward(x[:batch].astype(np.float32)), ref,
+                                   rtol=1e-4, atol=1e-4 * np.abs(ref).max())
