@@ -21,7 +21,7 @@ from .levels import optimal_tau_phi
 from .entropy import SparsityTarget, binary_entropy, gamma_lambda, inverse_binary_entropy, sparsity_penalty
 from .mlp import binary_mlp, mlp
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
-from .train import evaluate, fit, random_crop_flip
+from .train import DivergenceError, evaluate, fit, random_crop_flip
 from .data import load_cifar10, load_fashion_mnist, load_mnist
 from .idx import read_idx
 
@@ -34,7 +34,8 @@ __all__ = [
     "optimal_tau_phi", "SparsityTarget", "binary_entropy", "gamma_lambda",
     "inverse_binary_entropy", "sparsity_penalty", "binary_mlp", "mlp",
     "PackedModel", "load_packed", "pack", "count_bops", "kernel_histogram", "summary",
-    "SGD", "Adam", "clip_latent_weights", "cosine_lr", "evaluate", "fit", "random_crop_flip",
+    "SGD", "Adam", "clip_latent_weights", "cosine_lr", "DivergenceError", "evaluate", "fit",
+    "random_crop_flip",
     "load_cifar10", "load_fashion_mnist", "load_mnist", "read_idx",
 ]
 

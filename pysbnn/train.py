@@ -1,11 +1,17 @@
 """The training loop: mini-batches, mixup, the sparsity penalty with the gamma
 rule (Eq. 16-18), cosine annealing, progress, and atomic checkpoints with resume.
 
+``fit`` and ``evaluate`` check their data against the model before any work
+(:mod:`pysbnn.validation`), and ``fit`` stops with a :class:`DivergenceError`
+naming the epoch and step as soon as the loss, a gradient or a parameter
+becomes NaN or inf.
+
 One ``seed`` fixes a whole run: the batch order, mixup and augmentation of
 epoch ``e`` come from ``np.random.default_rng([seed, e])``, so a run resumed
 from a checkpoint ends with the same weights as an uninterrupted one.
 """
 
+import itertools
 import math
 import os
 import sys
@@ -17,6 +23,7 @@ from . import entropy
 from .functional import one_hot, softmax_cross_entropy
 from .serialize import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
+from .validation import check_finite_model, check_labels, check_pair, check_positive_int, first_non_finite
 
 
 def binary_layers(model):
@@ -41,11 +48,31 @@ def sparsity_report(model):
             "ones_per_layer": per_layer}
 
 
+class DivergenceError(ValueError):
+    """``fit`` stopped: the loss, a gradient or a parameter became NaN or inf.
+
+    ``epoch`` (0-based, as in the history) and ``step`` (1-based) say where.
+    """
+
+    def __init__(self, message, epoch, step):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
 def evaluate(model, x, y, batch_size=1000):
-    """Mean cross-entropy and accuracy of ``model`` (inference mode) on ``(x, y)``."""
+    """Mean cross-entropy and accuracy of ``model`` (inference mode) on ``(x, y)``.
+
+    x : (n, ...) inputs as the model's first layer takes them; y : (n,) int labels.
+    """
+    x = model.check_input(x, "x")
+    y = check_labels("y", y, len(x), model.num_classes(), "x")
+    return _evaluate(model, x, y, check_positive_int("batch_size", batch_size))
+
+
+def _evaluate(model, x, y, batch_size):
     total, correct = 0.0, 0
     for i in range(0, len(x), batch_size):
-        logits = model.forward(x[i:i + batch_size], training=False)
+        logits = model._forward(x[i:i + batch_size], training=False)
         loss, _ = softmax_cross_entropy(logits, y[i:i + batch_size])
         total += loss * len(logits)
         correct += int((logits.argmax(axis=1) == y[i:i + batch_size]).sum())
@@ -129,11 +156,20 @@ def _load_checkpoint(path, model, opt, run_id):
     return meta["epoch"], meta["history"]
 
 
-def _validate_fit_args(x, y, epochs, batch_size, mixup_alpha, target_ec, gamma):
-    if len(x) != len(y):
-        raise ValueError(f"x_train has {len(x)} samples but y_train has {len(y)}")
-    if len(x) == 0:
-        raise ValueError("x_train is empty")
+def _check_data(model, x, y, validation):
+    """``x_train``, ``y_train`` and ``validation`` checked against the model (and each other)."""
+    classes = model.num_classes()
+    x = model.check_input(x, "x_train")
+    y = check_labels("y_train", y, len(x), classes, "x_train")
+    if validation is None:
+        return x, y, None
+    x_val, y_val = check_pair("validation", validation, ("x_val", "y_val"))
+    xv = model.check_input(x_val, "validation[0] (x_val)")
+    yv = check_labels("validation[1] (y_val)", y_val, len(xv), classes, "validation[0] (x_val)")
+    return x, y, (xv, yv)
+
+
+def _validate_fit_args(epochs, batch_size, mixup_alpha, target_ec, gamma):
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 2:
@@ -178,8 +214,18 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     -------
     history : list of dicts, one per epoch (loss, accuracies, seconds, lr, and
         for binary models ones / bits_per_weight / lambda / target_ec)
+
+    Raises
+    ------
+    TypeError, ValueError : before any step, for data the model cannot take
+        (shape, dtype, NaN/inf, labels outside ``[0, classes)``, a validation
+        pair of unequal lengths) or a model holding NaN/inf, naming the argument
+    DivergenceError : when the loss, a gradient or a parameter becomes NaN/inf,
+        naming the epoch and step; the last checkpoint keeps a finite model
     """
-    _validate_fit_args(x_train, y_train, epochs, batch_size, mixup_alpha, target_ec, gamma)
+    x_train, y_train, validation = _check_data(model, x_train, y_train, validation)
+    check_finite_model(model, "fit")
+    _validate_fit_args(epochs, batch_size, mixup_alpha, target_ec, gamma)
     opt = _make_optimizer(model, optimizer, lr, clip)
     run_id = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "target_ec": target_ec, "gamma": gamma, "threshold": penalty_threshold,
@@ -191,14 +237,14 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     steps = len(x_train) // batch_size
     if steps == 0:
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} training samples")
-    num_classes = int(np.max(y_train)) + 1
+    num_classes = model.num_classes() or int(np.max(y_train)) + 1
     progress = Progress(epochs, steps, stream, verbose)
     for epoch in range(start, epochs):
         row = _train_epoch(model, opt, x_train, y_train, epoch, epochs, batch_size, lr, schedule,
                            seed, mixup_alpha, augment, (target_ec, gamma, penalty_threshold),
                            progress, num_classes)
         if validation is not None:
-            row["val_loss"], row["val_acc"] = evaluate(model, *validation)
+            row["val_loss"], row["val_acc"] = _evaluate(model, *validation, batch_size=1000)
         history.append(row)
         if checkpoint:
             _save_checkpoint(checkpoint, model, opt, epoch, history, run_id)
@@ -223,15 +269,18 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
         idx = order[i * batch_size:(i + 1) * batch_size]
         xb, yb = x[idx], y[idx]
         if augment is not None:
-            xb = augment(xb, rng)
+            xb = model.check_input(augment(xb, rng), "augment(x_batch, rng)")
         targets = yb
         if mixup_alpha > 0:
             xb, targets = _mixup(xb, yb, rng, mixup_alpha, num_classes)
-        logits = model.forward(xb, training=True)
+        logits = model._forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, targets)
         model.backward(dlogits)
-        lam = _apply_penalty(model, loss, *penalty) if target_ec is not None else 0.0
+        # a NaN/inf loss gets no penalty (its lambda is undefined); the check stops the run
+        penalized = target_ec is not None and math.isfinite(loss)
+        lam = _apply_penalty(model, loss, *penalty) if penalized else 0.0
         opt.step()
+        _check_finite_step(model, loss, opt, epoch, epochs, i + 1, steps)
         loss_sum += loss * len(yb)
         correct += float((logits.argmax(axis=1) == yb).sum())
         seen += len(yb)
@@ -244,6 +293,30 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
         row["lambda"] = lam_sum / steps
         row["target_ec"] = 1.0 if target_ec is None else float(target_ec)
     return row
+
+
+def _check_finite_step(model, loss, opt, epoch, epochs, step, steps):
+    """The divergence check, once per step after the update: the loss, every
+    gradient, parameter and buffer must be finite, else :class:`DivergenceError`.
+
+    Checkpoints are written at the end of an epoch only, so the last one still
+    holds the finite model of the epoch before.
+    """
+    if math.isfinite(loss):
+        found = first_non_finite(itertools.chain(
+            ((f"gradient of {n!r}", g) for n, g in model.named_grads()),
+            ((f"parameter {n!r}", p) for n, p in model.named_parameters()),
+            ((f"buffer {n!r}", b) for n, b in model.named_buffers())))
+        if found is None:
+            return
+        what = f"the {found[0]} holds NaN or inf"
+    else:
+        what = f"the loss is {loss}"
+    raise DivergenceError(
+        f"fit diverged at (Epoch {epoch + 1} / {epochs}), step {step} / {steps}: {what}. "
+        f"Try a smaller lr (this epoch ran at lr={opt.lr:g}); with a sparsity target, "
+        f"also a smaller gamma. A checkpoint, if any, holds the model of the last "
+        f"finished epoch.", epoch, step)
 
 
 def _mixup(xb, yb, rng, alpha, num_classes):

@@ -26,6 +26,7 @@ from ..kernels.jit import check_backend
 from ..kernels.threshold import FixedThreshold, threshold_bits
 from ..layers import Layer
 from ..quantizers import sign
+from ..validation import InputSpec
 from . import dispatch
 from .bits import Bits
 from .fold import Affine, affine_output
@@ -137,6 +138,10 @@ class PackedBinaryDense(_PackedBinary):
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
                     binarize_input=self.binarize_input, output=self.output, folded_bn=self.folded_bn)
+
+    def input_spec(self, after=None):
+        """Raw inputs (its Normalize folded in) may be any (n, ...) of ``in_features`` values."""
+        return InputSpec((2,) if self.binarize_input else None, features=self.in_features)
 
     def forward(self, x, training=False):
         if self.binarize_input:
