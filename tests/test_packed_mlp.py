@@ -32,6 +32,22 @@ def test_gather_kernel_equals_reference(B, K, M, density, seed, parallel):
     assert ops == ops_ref == int(w01.sum()) * B
 
 
+@pytest.mark.parametrize("zeros", [0.0, 0.8, 1.0])
+def test_small_batches_take_the_cheaper_of_gather_and_columns(zeros):
+    """Batches below BLOCK_MIN_BATCH: per sample, the adds under the ones or, for
+    mostly-zero inputs and dense weights, the weight columns of the non-zero pixels."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 256, (3, 300)).astype(np.uint8)
+    x[rng.random(x.shape) < zeros] = 0
+    for density in (0.02, 0.6):
+        w01 = rng.random((40, 300)) < density
+        zt, Q, ops = gather.gather_dense(x, gather.prepare_gather(w01), backend="numba")
+        z_ref, Q_ref, _ = gather.gather_dense_reference(x, w01)
+        np.testing.assert_array_equal(zt.T, z_ref)
+        np.testing.assert_array_equal(Q, Q_ref)
+        assert ops == min(int(w01.sum()) * 3, int(np.count_nonzero(x)) * 40)
+
+
 def test_gather_kernel_many_ones_do_not_overflow_16_bits(backend):
     """Rows of 784 ones of 255: sums of 199,920 need the widening every 256 ones."""
     x = np.full((40, 784), 255, np.uint8)

@@ -36,9 +36,11 @@ prange = range      # numba.prange in the parallel kernel (see jit.Twins)
 
 class GatherWeights(NamedTuple):
     """{0,1} weights for :func:`gather_dense`: the columns of the ones of row
-    ``m`` are ``indices[indptr[m]:indptr[m+1]]``."""
+    ``m`` are ``indices[indptr[m]:indptr[m+1]]``; ``w01t`` is the (K, M) uint8
+    matrix the column path of small batches reads."""
     indptr: np.ndarray      # int64 (M + 1,)
     indices: np.ndarray     # int32 (ones,)
+    w01t: np.ndarray        # uint8 (K, M)
     K: int
 
 
@@ -48,7 +50,8 @@ def prepare_gather(w01):
     rows, cols = np.nonzero(w01)
     indptr = np.zeros(w01.shape[0] + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=w01.shape[0]), out=indptr[1:])
-    return GatherWeights(indptr, cols.astype(np.int32), int(w01.shape[1]))
+    return GatherWeights(indptr, cols.astype(np.int32), np.ascontiguousarray(w01.T, dtype=np.uint8),
+                         int(w01.shape[1]))
 
 
 def gather_dense_reference(x, w01):
@@ -154,6 +157,26 @@ def _gather_parallel(x, indptr, idx, zt, Q):
         _block(x, indptr, idx, zt, Q, c)
 
 
+def _columns(x, w01t, z, Q):
+    """Small batches of mostly-zero inputs: for every non-zero input ``k`` of a
+    sample, add ``x[b, k]`` to the outputs whose weight column has a one
+    (work ~ non-zero inputs x outputs, whatever the density); w01t is uint8 (K, M)."""
+    M = z.shape[1]
+    for b in range(x.shape[0]):
+        total = 0
+        zb = z[b]
+        for m in range(M):
+            zb[m] = 0
+        for k in range(x.shape[1]):
+            v = np.int32(x[b, k])
+            if v != 0:
+                total += v
+                col = w01t[k]
+                for m in range(M):
+                    zb[m] += v * np.int32(col[m])
+        Q[b] = total
+
+
 def _gather_samples(x, indptr, idx, z, Q):
     """Small batches: sample by sample, one scalar add per one-weight; z is (B, M)."""
     for b in range(x.shape[0]):
@@ -168,8 +191,8 @@ def _gather_samples(x, indptr, idx, z, Q):
             z[b, m] = acc
 
 
-_TWINS = Twins({"blocks": _gather_serial, "blocks_par": _gather_parallel, "samples": _gather_samples},
-               helpers=(_block,), setup=(register_add_rows,))
+_TWINS = Twins({"blocks": _gather_serial, "blocks_par": _gather_parallel, "samples": _gather_samples,
+                "columns": _columns}, helpers=(_block,), setup=(register_add_rows,))
 
 BLOCK_MIN_BATCH = 8         # below this, sample by sample (no transposed scratch)
 _PAR_MIN_WORK = 1 << 20     # ones * B from which two threads pay
@@ -188,7 +211,8 @@ def gather_dense(x, w, *, backend="auto", parallel=None):
     -------
     zt : int32 (M, B), ``z'`` neuron-major (``zt.T`` is (B, M)).
     Q : int64 (B,).
-    ops : the adds executed, ones * B.
+    ops : the adds executed: ones * B, or, on the column path that small
+        batches of mostly-zero inputs take when it adds less, non-zeros * M.
     """
     x = np.ascontiguousarray(x, dtype=np.uint8)
     if x.ndim != 2 or x.shape[1] != w.K:
@@ -203,7 +227,12 @@ def gather_dense(x, w, *, backend="auto", parallel=None):
     Q = np.empty(B, np.int64)
     if B < BLOCK_MIN_BATCH:
         z = np.empty((B, M), np.int32)
-        _TWINS["samples"](x, w.indptr, w.indices, z, Q)
+        column_adds = np.count_nonzero(x) * M
+        if column_adds < ops:                                # fewer adds by the columns
+            _TWINS["columns"](x, w.w01t, z, Q)
+            ops = column_adds
+        else:
+            _TWINS["samples"](x, w.indptr, w.indices, z, Q)
         return np.ascontiguousarray(z.T), Q, ops
     zt = np.empty((M, B), np.int32)
     parallel = ops >= _PAR_MIN_WORK and B > SB if parallel is None else parallel
