@@ -16,9 +16,10 @@ batch); it writes ``z'`` neuron-major, (M, B), the order in which
 add per one-weight and sample (``analysis.bops_sparse``).
 
 LLVM does not vectorise the add loop as written in Python (measured: scalar
-code, 1-2 G adds/s on a Zen 3), so :func:`add_rows` has an LLVM IR twin
-(:func:`add_rows_ir`): 256 ones at a time into <32 x i16> (no overflow:
-256 * 255 < 2^16), then widened into <32 x i32>; 16 G adds/s and more.
+code, 1-2 G adds/s on a Zen 3), so :func:`add_rows` and
+:func:`add_scaled_rows` have LLVM IR twins (:func:`_rows_ir`): 256 rows at a
+time into <32 x i16> (no overflow: 256 * 255 < 2^16), then widened into
+<32 x i32>; 16 G adds/s and more.
 """
 
 from typing import NamedTuple
@@ -39,8 +40,8 @@ class GatherWeights(NamedTuple):
     ``m`` are ``indices[indptr[m]:indptr[m+1]]``; ``w01t`` is the (K, M) uint8
     matrix the column path of small batches reads."""
     indptr: np.ndarray      # int64 (M + 1,)
-    indices: np.ndarray     # int32 (ones,)
-    w01t: np.ndarray        # uint8 (K, M)
+    indices: np.ndarray     # uint32 (ones,)
+    w01t: np.ndarray        # uint8 (K, M padded to a multiple of SB), the columns
     K: int
 
 
@@ -50,8 +51,10 @@ def prepare_gather(w01):
     rows, cols = np.nonzero(w01)
     indptr = np.zeros(w01.shape[0] + 1, np.int64)
     np.cumsum(np.bincount(rows, minlength=w01.shape[0]), out=indptr[1:])
-    return GatherWeights(indptr, cols.astype(np.int32), np.ascontiguousarray(w01.T, dtype=np.uint8),
-                         int(w01.shape[1]))
+    M, K = w01.shape
+    w01t = np.zeros((K, -(-M // SB) * SB), np.uint8)
+    w01t[:, :M] = w01.T
+    return GatherWeights(indptr, cols.astype(np.uint32), w01t, int(K))
 
 
 def gather_dense_reference(x, w01):
@@ -73,51 +76,78 @@ def add_rows(acc, xt, idx, t0, t1):
         acc[:SB] += xt[idx[t], :SB].astype(np.int32)
 
 
-def add_rows_ir():
-    """LLVM IR twin of :func:`add_rows` (an intrinsic returning void)."""
+def add_scaled_rows(acc, rows, idx, scale, col0):
+    """``acc[:SB] += sum_t scale[t] rows[idx[t], col0:col0 + SB]`` (uint8 rows, scale <= 255)."""
+    for t in range(idx.shape[0]):
+        acc[:SB] += np.int32(scale[t]) * rows[idx[t], col0:col0 + SB].astype(np.int32)
+
+
+def _rows_ir(scaled):
+    """The LLVM IR twin of :func:`add_rows` (``scaled=False``) or of
+    :func:`add_scaled_rows`: 256 rows at a time in <SB x i16>, then widened."""
     from llvmlite import ir
     from numba import types
     from numba.core import cgutils
     from numba.extending import intrinsic
 
+    def codegen(context, b, sig, args):
+        A, X, Idx = (context.make_array(t)(context, b, a) for t, a in zip(sig.args[:3], args[:3]))
+        i16, i64 = ir.IntType(16), ir.IntType(64)
+        v8, v16, v32 = (ir.VectorType(t, SB) for t in (ir.IntType(8), i16, ir.IntType(32)))
+        acc_ptr = b.bitcast(A.data, v32.as_pointer())
+        total = cgutils.alloca_once_value(b, b.load(acc_ptr, align=4))
+        part = cgutils.alloca_once_value(b, ir.Constant(v16, None))
+        row_stride = cgutils.unpack_tuple(b, X.strides, 2)[0]
+        if scaled:
+            S = context.make_array(sig.args[3])(context, b, args[3])
+            t0, n, col0 = ir.Constant(i64, 0), cgutils.unpack_tuple(b, Idx.shape, 1)[0], args[4]
+        else:
+            t0, n, col0 = args[3], b.sub(args[4], args[3]), ir.Constant(i64, 0)
+        with cgutils.for_range(b, n) as loop:
+            t = b.add(t0, loop.index)
+            k = b.zext(b.load(b.gep(Idx.data, [t])), i64)
+            at = b.add(b.mul(k, row_stride), col0)
+            row = b.zext(b.load(b.bitcast(b.gep(X.data, [at]), v8.as_pointer()), align=1), v16)
+            if scaled:
+                v = b.trunc(b.load(b.gep(S.data, [t])), i16)
+                splat = b.shuffle_vector(b.insert_element(ir.Constant(v16, ir.Undefined), v, ir.Constant(ir.IntType(32), 0)),
+                                         ir.Constant(v16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), SB), [0] * SB))
+                row = b.mul(row, splat)
+            b.store(b.add(b.load(part), row), part)
+            last = b.icmp_unsigned("==", b.urem(loop.index, ir.Constant(i64, CHUNK)), ir.Constant(i64, CHUNK - 1))
+            with b.if_then(last):                      # flush the 16-bit sums
+                b.store(b.add(b.load(total), b.zext(b.load(part), v32)), total)
+                b.store(ir.Constant(v16, None), part)
+        b.store(b.add(b.load(total), b.zext(b.load(part), v32)), total)
+        b.store(b.load(total), acc_ptr, align=4)
+        return context.get_dummy_value()
+
+    if scaled:
+        @intrinsic
+        def _scaled_ir(typingctx, acc, rows, idx, scale, col0):
+            return types.void(acc, rows, idx, scale, col0), codegen
+        return _scaled_ir
+
     @intrinsic
-    def _add_rows_ir(typingctx, acc, xt, idx, t0, t1):
-        def codegen(context, b, sig, args):
-            A, X, Idx = (context.make_array(t)(context, b, a) for t, a in zip(sig.args[:3], args[:3]))
-            i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-            v8, v16, v32 = (ir.VectorType(t, SB) for t in (ir.IntType(8), i16, i32))
-            acc_ptr = b.bitcast(A.data, v32.as_pointer())
-            total = cgutils.alloca_once_value(b, b.load(acc_ptr, align=4))
-            part = cgutils.alloca_once_value(b, ir.Constant(v16, None))
-            row_stride = cgutils.unpack_tuple(b, X.strides, 2)[0]
-            t0, t1 = args[3], args[4]
-            with cgutils.for_range(b, b.sub(t1, t0)) as loop:
-                t = b.add(t0, loop.index)
-                k = b.sext(b.load(b.gep(Idx.data, [t])), i64)
-                row = b.load(b.bitcast(b.gep(X.data, [b.mul(k, row_stride)]), v8.as_pointer()), align=1)
-                b.store(b.add(b.load(part), b.zext(row, v16)), part)
-                last = b.icmp_unsigned("==", b.urem(loop.index, ir.Constant(i64, CHUNK)),
-                                       ir.Constant(i64, CHUNK - 1))
-                with b.if_then(last):                      # flush the 16-bit sums
-                    b.store(b.add(b.load(total), b.zext(b.load(part), v32)), total)
-                    b.store(ir.Constant(v16, None), part)
-            b.store(b.add(b.load(total), b.zext(b.load(part), v32)), total)
-            b.store(b.load(total), acc_ptr, align=4)
-            return context.get_dummy_value()
+    def _rows_ir_(typingctx, acc, xt, idx, t0, t1):
         return types.void(acc, xt, idx, t0, t1), codegen
-    return _add_rows_ir
+    return _rows_ir_
 
 
 def register_add_rows():
-    """Overload :func:`add_rows` with its IR twin (idempotent)."""
+    """Overload :func:`add_rows` and :func:`add_scaled_rows` with their IR twins (idempotent)."""
     if _REGISTERED:
         return
     from numba.extending import overload
-    twin = add_rows_ir()
+    rows_twin, scaled_twin = _rows_ir(False), _rows_ir(True)
 
     @overload(add_rows)
     def _ol_add_rows(acc, xt, idx, t0, t1):
-        return lambda acc, xt, idx, t0, t1: twin(acc, xt, idx, t0, t1)
+        return lambda acc, xt, idx, t0, t1: rows_twin(acc, xt, idx, t0, t1)
+
+    @overload(add_scaled_rows)
+    def _ol_add_scaled(acc, rows, idx, scale, col0):
+        return lambda acc, rows, idx, scale, col0: scaled_twin(acc, rows, idx, scale, col0)
 
     _REGISTERED.append(True)
 
@@ -157,24 +187,43 @@ def _gather_parallel(x, indptr, idx, zt, Q):
         _block(x, indptr, idx, zt, Q, c)
 
 
+def columns(x, w01t, z, ks, vs):
+    """One sample by the weight columns of its non-zero inputs: ``z[m] = sum_k x_k
+    w01t[k, m]``, vectorised over 32 outputs at a time (:func:`add_scaled_rows`);
+    ``ks``, ``vs``: scratch of K entries. Returns ``Q = sum_k x_k``."""
+    n, Q = 0, 0
+    for k in range(x.shape[0]):
+        v = x[k]
+        if v != 0:
+            ks[n], vs[n] = k, v
+            n += 1
+            Q += np.int64(v)
+    acc = scratch(SB, np.int32)
+    for c in range(w01t.shape[1] // SB):
+        for i in range(SB):
+            acc[i] = 0
+        add_scaled_rows(acc, w01t, ks[:n], vs[:n], SB * c)
+        out = z[SB * c:min(SB * c + SB, z.shape[0])]
+        for i in range(out.shape[0]):
+            out[i] = acc[i]
+    return Q
+
+
 def _columns(x, w01t, z, Q):
-    """Small batches of mostly-zero inputs: for every non-zero input ``k`` of a
-    sample, add ``x[b, k]`` to the outputs whose weight column has a one
-    (work ~ non-zero inputs x outputs, whatever the density); w01t is uint8 (K, M)."""
-    M = z.shape[1]
+    """Mostly-zero inputs: for every non-zero input ``k`` of a sample, add
+    ``x[b, k]`` to the outputs whose weight column has a one (work ~ non-zero
+    inputs x outputs / 32 vector adds, whatever the density); z is (B, M)."""
+    ks = np.empty(x.shape[1], np.uint32)
+    vs = np.empty(x.shape[1], np.int32)
     for b in range(x.shape[0]):
-        total = 0
-        zb = z[b]
-        for m in range(M):
-            zb[m] = 0
-        for k in range(x.shape[1]):
-            v = np.int32(x[b, k])
-            if v != 0:
-                total += v
-                col = w01t[k]
-                for m in range(M):
-                    zb[m] += v * np.int32(col[m])
-        Q[b] = total
+        Q[b] = columns(x[b], w01t, z[b], ks, vs)
+
+
+def _columns_parallel(x, w01t, z, Q):
+    for b in prange(x.shape[0]):
+        ks = np.empty(x.shape[1], np.uint32)
+        vs = np.empty(x.shape[1], np.int32)
+        Q[b] = columns(x[b], w01t, z[b], ks, vs)
 
 
 def _gather_samples(x, indptr, idx, z, Q):
@@ -192,7 +241,25 @@ def _gather_samples(x, indptr, idx, z, Q):
 
 
 _TWINS = Twins({"blocks": _gather_serial, "blocks_par": _gather_parallel, "samples": _gather_samples,
-                "columns": _columns}, helpers=(_block,), setup=(register_add_rows,))
+                "columns": _columns, "columns_par": _columns_parallel}, helpers=(_block, columns),
+               setup=(register_add_rows,))
+
+#: a vector add of 32 outputs (the column path) costs about as much as this many
+#: scalar gathered adds (batches below BLOCK_MIN_BATCH) -- and as one vector add
+#: of 32 samples (the block path) from BLOCK_MIN_BATCH on (measured, Zen 3)
+COLUMN_ADDS = 8
+
+
+def strategy(x, w):
+    """``(path, adds)``: the kernel path for uint8 inputs ``x`` (B, K) and the adds it
+    executes -- "columns" (non-zero inputs x outputs) when cheaper, else
+    "samples" (batches below BLOCK_MIN_BATCH) or "blocks" (ones x samples)."""
+    B, M = x.shape[0], w.indptr.shape[0] - 1
+    gathered, column_adds = int(w.indices.shape[0]) * B, int(np.count_nonzero(x)) * M
+    per_add = COLUMN_ADDS if B < BLOCK_MIN_BATCH else 1
+    if column_adds < per_add * gathered:
+        return "columns", column_adds
+    return ("samples" if B < BLOCK_MIN_BATCH else "blocks"), gathered
 
 BLOCK_MIN_BATCH = 8         # below this, sample by sample (no transposed scratch)
 _PAR_MIN_WORK = 1 << 20     # ones * B from which two threads pay
@@ -211,30 +278,28 @@ def gather_dense(x, w, *, backend="auto", parallel=None):
     -------
     zt : int32 (M, B), ``z'`` neuron-major (``zt.T`` is (B, M)).
     Q : int64 (B,).
-    ops : the adds executed: ones * B, or, on the column path that small
-        batches of mostly-zero inputs take when it adds less, non-zeros * M.
+    ops : the adds executed (:func:`strategy`): ones * B, or, on the column
+        path that mostly-zero inputs take when it costs less, non-zeros * M.
     """
     x = np.ascontiguousarray(x, dtype=np.uint8)
     if x.ndim != 2 or x.shape[1] != w.K:
         raise ValueError(f"expected uint8 inputs (B, {w.K}), got {x.shape}")
     B, M = x.shape[0], w.indptr.shape[0] - 1
-    ops = int(w.indices.shape[0]) * B
+    path, ops = strategy(x, w)
     if resolve_backend(backend) == "numpy":
         w01 = np.zeros((M, w.K), bool)
         w01[np.repeat(np.arange(M), np.diff(w.indptr)), w.indices] = True
         z, Q, _ = gather_dense_reference(x, w01)
         return np.ascontiguousarray(z.T.astype(np.int32)), Q, ops
     Q = np.empty(B, np.int64)
-    if B < BLOCK_MIN_BATCH:
-        z = np.empty((B, M), np.int32)
-        column_adds = np.count_nonzero(x) * M
-        if column_adds < ops:                                # fewer adds by the columns
-            _TWINS["columns"](x, w.w01t, z, Q)
-            ops = column_adds
-        else:
-            _TWINS["samples"](x, w.indptr, w.indices, z, Q)
-        return np.ascontiguousarray(z.T), Q, ops
-    zt = np.empty((M, B), np.int32)
     parallel = ops >= _PAR_MIN_WORK and B > SB if parallel is None else parallel
-    _TWINS["blocks_par" if parallel else "blocks"](x, w.indptr, w.indices, zt, Q)
-    return zt, Q, ops
+    if path == "blocks":
+        zt = np.empty((M, B), np.int32)
+        _TWINS["blocks_par" if parallel else "blocks"](x, w.indptr, w.indices, zt, Q)
+        return zt, Q, ops
+    z = np.empty((B, M), np.int32)
+    if path == "columns":
+        _TWINS["columns_par" if parallel else "columns"](x, w.w01t, z, Q)
+    else:
+        _TWINS["samples"](x, w.indptr, w.indices, z, Q)
+    return np.ascontiguousarray(z.T), Q, ops

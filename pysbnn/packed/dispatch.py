@@ -10,10 +10,10 @@
 * 3x3 convolutions: Kernel B (:mod:`pysbnn.kernels.conv_sbnn`: K0 skipped,
   K1 as shifted copies); other kernel sizes an exact integer im2col product.
 
-Bits leave a folded layer in the layout their batch size calls for
-(``"sliced"`` from ``SLICED_MIN_BATCH`` samples on, ``"rows"`` below), packed
-by the threshold kernel in the same pass; a layer whose kernel wants the other
-layout transposes the bit matrix. Each weight layout ("plan") is prepared
+Bits leave a folded layer in the layout the next layer's kernel reads at
+that batch size (``"sliced"`` for the bit-sliced kernel, ``"rows"`` for the
+XNOR pass), packed by the threshold kernel in the same pass; a layer handed
+the other layout transposes the bit matrix. Each weight layout ("plan") is prepared
 once per layer and cached on it. Every function returns the operations its
 kernel executed, which ``count_bops`` reports.
 """
@@ -39,8 +39,17 @@ def _plan(layer, kind, make):
     return layer.cached(kind, make)
 
 
-def layout_for(batch):
-    """The layout bits travel in for a batch of this size."""
+def uses_sliced(layer, batch):
+    """True when a +-1-input dense layer runs the bit-sliced kernel at this batch size."""
+    return batch >= SLICED_MIN_BATCH and density(layer) <= SLICED_MAX_DENSITY
+
+
+def layout_for(layer, batch):
+    """The layout ``layer`` emits its bits in: the one its consumer's kernel reads
+    (``layer.consumer``, set by ``PackedModel``), else the batch size's default."""
+    consumer = getattr(layer, "consumer", None)
+    if consumer is not None:
+        return "sliced" if uses_sliced(consumer, batch) else "rows"
     return "sliced" if batch >= SLICED_MIN_BATCH else "rows"
 
 
@@ -54,7 +63,7 @@ def _emit(layer, z, q, backend, neuron_major=False):
     if layer.output == "affine":
         return affine_output(z.T if neuron_major else z, q, layer.affine)
     B = len(q)
-    layout = layout_for(B)
+    layout = layout_for(layer, B)
     bits, ones = pack_threshold(z, q, layer.threshold, layout, neuron_major=neuron_major, backend=backend)
     return Bits(bits, layer.out_features, B, layout, ones)
 
@@ -84,7 +93,7 @@ def binary_dense(layer, x, backend="auto"):
         rows = words.pack_signs(x, backend)
         x = Bits(rows, K, len(x), "rows", words.popcount_numpy(rows).sum(axis=1))
     n, q = x.n, 2 * x.ones - K
-    if n >= SLICED_MIN_BATCH and density(layer) <= SLICED_MAX_DENSITY:
+    if uses_sliced(layer, n):
         plan = _plan(layer, "sliced", lambda: sliced.prepare_sliced(layer.words, K))
         z, ops = sliced.sbnn_gemm_sliced(x.as_layout("sliced", backend).words, plan, n,
                                          backend=backend, return_ops=True)

@@ -21,7 +21,7 @@ from ..containers import Residual, Sequential
 from ..kernels.jit import check_backend
 from ..layers import BatchNorm, Conv2d, HardTanh, Layer, Normalize
 from ..validation import check_finite_model, check_positive_int
-from . import fold, storage
+from . import fold, mlp, storage
 from .bits import Bits
 from .layers import PackedBinaryConv2d, PackedBinaryDense
 from .residual import PackedResidualUnit, fold_shortcut, is_unit
@@ -133,6 +133,10 @@ class PackedModel:
 
     def __init__(self, net):
         self.net = net
+        for layers in (l.layers for _, l in net.named_layers() if isinstance(l, Sequential)):
+            for a, b in zip(layers, layers[1:]):           # bits go out as the next kernel reads them
+                if isinstance(a, PackedBinaryDense) and isinstance(b, PackedBinaryDense):
+                    a.consumer = b
 
     def with_backend(self, backend):
         """Run the packed layers on ``backend`` (``"auto" | "numba" | "numpy"``); returns self."""
@@ -144,6 +148,11 @@ class PackedModel:
         return self._forward(self.net.check_input(x))
 
     def _forward(self, x):
+        layers = self.__dict__.get("_chain", ())
+        if layers == ():
+            layers = self._chain = mlp.chain(self.net)
+        if mlp.usable(layers, x):
+            return mlp.forward(layers, x)               # small batches: one fused kernel call
         out = self.net._forward(x, training=False)
         return out.signs() if isinstance(out, Bits) else out
 
