@@ -18,7 +18,7 @@ FLOORS = [
     {"pysbnn.quantizers", "pysbnn.levels", "pysbnn.domains", "pysbnn.functional", "pysbnn.recipe",
      "pysbnn.testing", "pysbnn.data"},
     {"pysbnn.layers", "pysbnn.binary", "pysbnn.containers", "pysbnn.serialize"},
-    {"pysbnn.optim", "pysbnn.train", "pysbnn.mlp", "pysbnn.resnet", "pysbnn.experiment"},
+    {"pysbnn.optim", "pysbnn.train", "pysbnn.mlp", "pysbnn.resnet", "pysbnn.experiment", "pysbnn.sweep"},
     {"pysbnn.packed"},
     {"pysbnn.report", "pysbnn.export"},
     {"pysbnn"},
