@@ -91,3 +91,14 @@ def test_fit_records_push_and_checks_the_option():
     assert hist[0]["push"] > 0
     with pytest.raises(ValueError, match="penalty_scaling"):
         pysbnn.fit(model, x, y, epochs=1, batch_size=16, penalty_scaling="yes", verbose=False)
+
+
+def test_with_batchnorm_the_exact_sym_term_vanishes_and_alpha_betas_dominates():
+    """BN makes the loss invariant to the scale beta, so sum_i w_q,i dL/dw_q,i = 0 (Euler) and
+    sym's exact term (that sum over N beta) is 0: exact = ste. Eq. 15's alpha* alone is not
+    a scale: its exact term (a group mean of dL/dw_q, ~ 1/tau, one value for a whole sign
+    group) is as large as the STE term (~ tau) here, at tau ~ 0.05."""
+    assert close(data_gradient({"name": "sym", "grad": "exact"}), data_gradient({"name": "sym", "grad": "ste"}))
+    exact = data_gradient({"name": "alpha_beta", "grad": "exact"})
+    ste = data_gradient({"name": "alpha_beta", "grad": "ste"})
+    assert np.linalg.norm(exact - ste) > 0.5 * np.linalg.norm(ste)
