@@ -90,7 +90,20 @@ SEED_COLUMNS = ("row", "domain", "grad", "penalty_scaling", "constraint", "seed"
                 "ones", "push", "xi", "target_epoch", "seconds", "reused")
 SUMMARY_COLUMNS = ("row", "domain", "grad", "penalty_scaling", "constraint", "n", "accuracy_mean",
                    "delta_mean", "delta_sd", "delta_low", "delta_high", "ones_mean", "push_mean",
-                   "xi_mean", "paper_delta")
+                   "xi_mean", "status", "paper_delta")
+#: A 95 % row is "on target" when every seed ends within this many points of EC's ones.
+TARGET_TOLERANCE = 1.0
+
+
+def target_status(ones_percent, ec):
+    """``"on target"``, ``"over-pruned"`` or ``"target missed"`` for a row's per-seed ones (%)."""
+    if ec is None:
+        return ""
+    if max(ones_percent) > 100 * ec + TARGET_TOLERANCE:
+        return "target missed"
+    if min(ones_percent) < 100 * ec - TARGET_TOLERANCE:
+        return "over-pruned"
+    return "on target"
 
 
 def parse_row(text):
@@ -190,14 +203,19 @@ def summary_rows(args, per_seed):
         out.append({k: mine[0][k] for k in ("row", "domain", "grad", "penalty_scaling", "constraint")}
                    | {"n": len(mine), "accuracy_mean": mean("accuracy"), "ones_mean": mean("ones"),
                       "push_mean": mean("push"), "xi_mean": mean("xi"), "paper_delta": paper,
+                      "status": target_status([r["ones"] for r in mine], row["ec"]),
                       "delta_mean": s and s.mean, "delta_sd": s and s.sd, "delta_low": s and s.low,
                       "delta_high": s and s.high})
     return out
 
 
-def comparisons(args, per_seed):
-    """The paired tests whose two rows are in the grid: (label, a, b, sign, PairedTest, words)."""
+def comparisons(args, per_seed, summary):
+    """The paired tests whose two rows are in the grid: (label, a, b, sign, PairedTest, words).
+
+    A verdict on a row that missed the target says so: its Delta is not one at 95 % sparsity.
+    """
     keys = {r["key"] for r in args.rows}
+    missed = {r["row"] for r in summary if r["status"] == "target missed"}
     delta = {(r["row"], r["seed"]): r["delta"] for r in per_seed}
     seeds = range(args.seed, args.seed + args.seeds)
     out = []
@@ -209,6 +227,8 @@ def comparisons(args, per_seed):
             else:
                 words = {"reproduced": f"{a} better", "not reproduced": f"{b} better"}.get(
                     stats.verdict(t), "not separable at this scale")
+            if missed & {a, b}:
+                words += f" ({', '.join(sorted(missed & {a, b}))} missed 95 %)"
             out.append((label, a, b, sign, t, words))
     return out
 
@@ -221,14 +241,14 @@ def fmt(value, spec=".2f", signed=False):
 
 def markdown(args, summary, tests, desc):
     lines = ["| Row | Domain | Gradient | Penalty | Ones | Accuracy | Delta (mean +- sd) | 95 % CI "
-             "| push | xi | Paper Delta |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| push | xi | sparsity | Paper Delta |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary:
         ci = "/" if r["delta_low"] is None else f"[{fmt(r['delta_low'], signed=True)}, {fmt(r['delta_high'], signed=True)}]"
         delta = "/" if r["delta_mean"] is None else f"{fmt(r['delta_mean'], signed=True)} +- {fmt(r['delta_sd'])}"
         name = "Baseline " + NAMES["sym"] if r["row"] == "baseline" else NAMES[r["domain"]]
         lines.append(f"| `{r['row']}` | {name} | {r['grad'] or '/'} | {r['penalty_scaling']} "
                      f"| {r['ones_mean']:.2f} % | {r['accuracy_mean']:.2f} % | {delta} | {ci} "
-                     f"| {fmt(r['push_mean'], '.3g')} | {fmt(r['xi_mean'], '+.2f')} "
+                     f"| {fmt(r['push_mean'], '.3g')} | {fmt(r['xi_mean'], '+.2f')} | {r['status'] or '/'} "
                      f"| {fmt(r['paper_delta'], signed=True)} |")
     lines += ["", "| Paired test (Delta a - Delta b, points) | a | b | mean | 95 % CI | t | p | verdict |",
               "|---|---|---|---|---|---|---|---|"]
@@ -263,7 +283,7 @@ def main(argv=None):
     results = run_grid(args, jobs)
     per_seed = seed_rows(args, results)
     summary = summary_rows(args, per_seed)
-    tests = comparisons(args, per_seed)
+    tests = comparisons(args, per_seed, summary)
     text = markdown(args, summary, tests, desc)
     wall = time.perf_counter() - t0
     print("\nTable 1\n" + text + f"\nwall clock {wall:.0f} s; load average {load0[0]:.1f} -> "

@@ -57,6 +57,7 @@ def test_one_csv_row_per_configuration_and_seed(serial):
         deltas = [float(x["delta"]) for x in rows if x["row"] == r["row"]]
         assert float(r["delta_mean"]) == pytest.approx(sum(deltas) / 2, abs=2e-4)
         assert float(r["delta_low"]) <= float(r["delta_mean"]) <= float(r["delta_high"])
+    assert summary[0]["status"] == "" and summary[1]["status"] in ("on target", "over-pruned", "target missed")
     md = open(os.path.join(out, "table1.md")).read()
     assert "Claim 1 with Eq. 15 exact" in md and "| Paired test" in md
     assert proc.stdout.count(" (trained;") == 8
