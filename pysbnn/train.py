@@ -184,8 +184,8 @@ def _validate_fit_args(epochs, batch_size, mixup_alpha, target_ec, gamma):
 
 def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam", lr=1e-3,
         schedule="cosine", seed=0, validation=None, mixup_alpha=0.0, augment=None,
-        target_ec=None, gamma=0.0, penalty_threshold=1e-4, clip=1.5, checkpoint=None,
-        resume=True, verbose=True, stream=None):
+        target_ec=None, gamma=0.0, penalty_threshold=1e-4, penalty_scaling="none", clip=1.5,
+        checkpoint=None, resume=True, verbose=True, stream=None):
     """Train ``model`` in place with softmax cross-entropy; returns the per-epoch history.
 
     Parameters
@@ -213,7 +213,8 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     Returns
     -------
     history : list of dicts, one per epoch (loss, accuracies, seconds, lr, and
-        for binary models ones / bits_per_weight / lambda / target_ec)
+        for binary models ones / bits_per_weight / lambda / target_ec / push,
+        the penalty's push relative to the data gradient, see :func:`penalty_push`)
 
     Raises
     ------
@@ -226,10 +227,12 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     x_train, y_train, validation = _check_data(model, x_train, y_train, validation)
     check_finite_model(model, "fit")
     _validate_fit_args(epochs, batch_size, mixup_alpha, target_ec, gamma)
+    if penalty_scaling not in PENALTY_SCALINGS:
+        raise ValueError(f"penalty_scaling must be one of {PENALTY_SCALINGS}, got {penalty_scaling!r}")
     opt = _make_optimizer(model, optimizer, lr, clip)
     run_id = {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "target_ec": target_ec, "gamma": gamma, "threshold": penalty_threshold,
-              "n": len(x_train)}
+              "penalty_scaling": penalty_scaling, "n": len(x_train)}
     history, start = [], 0
     if checkpoint and resume and os.path.exists(checkpoint):
         last, history = _load_checkpoint(checkpoint, model, opt, run_id)
@@ -241,7 +244,8 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
     progress = Progress(epochs, steps, stream, verbose)
     for epoch in range(start, epochs):
         row = _train_epoch(model, opt, x_train, y_train, epoch, epochs, batch_size, lr, schedule,
-                           seed, mixup_alpha, augment, (target_ec, gamma, penalty_threshold),
+                           seed, mixup_alpha, augment,
+                           (target_ec, gamma, penalty_threshold, penalty_scaling),
                            progress, num_classes)
         if validation is not None:
             row["val_loss"], row["val_acc"] = _evaluate(model, *validation, batch_size=1000)
@@ -264,7 +268,7 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
     order = rng.permutation(len(x))
     steps = len(x) // batch_size
     loss_sum = correct = seen = 0.0
-    lam_sum = 0.0
+    lam_sum, pushes = 0.0, []
     for i in range(steps):
         idx = order[i * batch_size:(i + 1) * batch_size]
         xb, yb = x[idx], y[idx]
@@ -278,7 +282,9 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
         model.backward(dlogits)
         # a NaN/inf loss gets no penalty (its lambda is undefined); the check stops the run
         penalized = target_ec is not None and math.isfinite(loss)
-        lam = _apply_penalty(model, loss, *penalty) if penalized else 0.0
+        lam, push = _apply_penalty(model, loss, *penalty) if penalized else (0.0, None)
+        if push is not None:
+            pushes.append(push)
         opt.step()
         _check_finite_step(model, loss, opt, epoch, epochs, i + 1, steps)
         loss_sum += loss * len(yb)
@@ -291,6 +297,7 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
     if target_ec is not None or latent_weights(model):
         row.update(sparsity_report(model))
         row["lambda"] = lam_sum / steps
+        row["push"] = float(np.mean(pushes)) if pushes else 0.0
         row["target_ec"] = 1.0 if target_ec is None else float(target_ec)
     return row
 
@@ -329,12 +336,72 @@ def _mixup(xb, yb, rng, alpha, num_classes):
     return mixed, lam * t + (1 - lam) * t[perm]
 
 
-def _apply_penalty(model, loss, target_ec, gamma, threshold):
-    """Add ``lambda * dj/dw`` (Eq. 16-18) to every latent weight's gradient; returns lambda."""
+#: How the penalty's gradient is shared out (``fit(penalty_scaling=...)``).
+PENALTY_SCALINGS = ("none", "tau")
+
+
+def penalty_scale(layer, scaling):
+    r"""Factor on the penalty's gradient for one binary layer (Eq. 16 with the identity STE).
+
+    ``"none"`` (default): 1, so every latent weight is pushed by
+    :math:`\lambda / (2N)` whatever its layer's domain (the reference code).
+
+    ``"tau"``: :math:`|\tau_\ell|`, the layer's current tau. Reasoning: the
+    data gradient of a latent weight is
+    :math:`\partial L/\partial w_q\,\tau\,\mathrm{ste}'`, the push is not
+    scaled by tau; *if* :math:`\partial L/\partial w_q` did not depend on
+    the domain, one gamma would push a small-tau domain (``sym``,
+    ``alpha_beta``: tau ~ mean|w|, 0.005-0.2) 1/tau times harder, relative to
+    its data, than ``learned`` (tau ~ 1), and multiplying the push by tau
+    restores one ratio (under Adam, which is invariant to a parameter's
+    gradient scale, the same as dividing the STE by tau).
+
+    That premise fails when a BatchNorm follows the layer, as after every
+    binary conv of :func:`pysbnn.resnet.resnet18`: the loss is then invariant
+    to the scale of ``w_q``, so :math:`\partial L/\partial w_q \propto 1/\tau`
+    and the data gradient of the latent weights does not depend on tau at all
+    (``tests/test_penalty_scaling.py`` pins it). There ``"tau"`` weakens the
+    small-tau domains' penalty instead of levelling it, so it stays off by
+    default. What does change the balance there is the offset
+    :math:`\phi/\tau`: a common term :math:`\phi\,\mathbf 1 \cdot \mathbf x`
+    that BatchNorm divides out shrinks the data gradient; the history's
+    ``push`` (:func:`penalty_push`) measures the balance each domain has.
+    """
+    if scaling == "none":
+        return 1.0
+    if scaling == "tau":
+        return abs(float(layer.tau_phi()[0]))
+    raise ValueError(f"penalty_scaling must be one of {PENALTY_SCALINGS}, got {scaling!r}")
+
+
+def penalty_push(pushes, data_grads):
+    """The penalty's push relative to the data: median over layers of ``push_l / rms(g_l)``.
+
+    ``pushes``: the per-weight push of each layer (lambda/(2N) times
+    :func:`penalty_scale`); ``data_grads``: each layer's data gradient before
+    the penalty is added. Adam moves a weight by about
+    ``lr * mean(g + push) / rms(g + push)``, so this ratio, not lambda, says
+    how hard the penalty acts on a layer; 1 means the push is as large as a
+    typical data gradient. Layers without data gradient are skipped.
+    """
+    ratios = [p / r for p, g in zip(pushes, data_grads)
+              if (r := float(np.sqrt(np.mean(np.square(g, dtype=np.float64))))) > 0]
+    return float(np.median(ratios)) if ratios else 0.0
+
+
+def _apply_penalty(model, loss, target_ec, gamma, threshold, scaling="none"):
+    """Add ``lambda * dj/dw`` (Eq. 16-18) to every latent weight's gradient.
+
+    Returns ``(lambda, push)``, push = :func:`penalty_push` (None when lambda = 0).
+    """
     pairs = [(l, k) for _, l in binary_layers(model) for k in l.latent_params]
     j, _, grads = entropy.sparsity_penalty([l.params[k] for l, k in pairs], target_ec)
     lam = entropy.gamma_lambda(loss, j, gamma, threshold)
-    if lam:
-        for (layer, key), g in zip(pairs, grads):
-            layer.grads[key] += (lam * g).astype(layer.grads[key].dtype, copy=False)
-    return lam
+    if not lam:
+        return lam, None
+    scales = [penalty_scale(layer, scaling) for layer, _ in pairs]
+    push = penalty_push([lam * float(g.flat[0]) * s for g, s in zip(grads, scales)],
+                        [layer.grads[key] for layer, key in pairs])
+    for (layer, key), g, s in zip(pairs, grads, scales):
+        layer.grads[key] += (lam * s * g).astype(layer.grads[key].dtype, copy=False)
+    return lam, push

@@ -13,12 +13,13 @@ PACKAGE = ROOT / "pysbnn"
 
 #: Floors from the bottom up; a module may import its own floor and the ones below.
 FLOORS = [
-    {"pysbnn.entropy", "pysbnn.analysis", "pysbnn._download", "pysbnn.idx", "pysbnn.validation"},
+    {"pysbnn.entropy", "pysbnn.analysis", "pysbnn._download", "pysbnn.idx", "pysbnn.validation",
+     "pysbnn.stats"},
     {"pysbnn.kernels", "pysbnn.coding"},
     {"pysbnn.quantizers", "pysbnn.levels", "pysbnn.domains", "pysbnn.functional", "pysbnn.recipe",
      "pysbnn.testing", "pysbnn.data"},
     {"pysbnn.layers", "pysbnn.binary", "pysbnn.containers", "pysbnn.serialize"},
-    {"pysbnn.optim", "pysbnn.train", "pysbnn.mlp", "pysbnn.resnet", "pysbnn.experiment"},
+    {"pysbnn.optim", "pysbnn.train", "pysbnn.mlp", "pysbnn.resnet", "pysbnn.experiment", "pysbnn.sweep"},
     {"pysbnn.packed"},
     {"pysbnn.report", "pysbnn.export"},
     {"pysbnn"},
