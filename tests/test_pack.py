@@ -49,10 +49,15 @@ def small_cnn(domain, seed=0):
         pysbnn.GlobalAvgPool(), pysbnn.Dense(16, 3, rng=rng)])
 
 
-@pytest.mark.parametrize("batch", [5, 70])
+@pytest.mark.parametrize("batch,sparse", [(5, False), (70, False), (70, True), (600, True)])
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_packed_mlp_equals_float_simulation(domain, batch, backend):
-    model = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2), images(200))
+def test_packed_mlp_equals_float_simulation(domain, batch, sparse, backend):
+    """Dense or sparse hidden layer (the bit-sliced kernels with the threshold fused
+    from 64 samples on), at batches below and above one 512-sample block."""
+    model = pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2)
+    if sparse:
+        sparsify(model.layers[3], 0.05)
+    model = trained_like(model, images(200))
     x = images(batch, seed=3)
     packed = pysbnn.pack(model, backend=backend)
     ref = model.forward(x, training=False)
@@ -66,7 +71,9 @@ def test_packed_mlp_equals_float_simulation(domain, batch, backend):
     assert first.output == hidden.output == "bits" and last.output == "affine"
     h = first.forward(x)                 # in the layout the hidden layer's kernel reads
     assert isinstance(h, Bits) and h.layout == ("sliced" if dispatch.uses_sliced(hidden, batch) else "rows")
-    assert isinstance(hidden.forward(h), Bits)
+    bits = hidden.forward(h)
+    assert isinstance(bits, Bits)
+    assert 0 < bits.signs().mean() + 1 < 2        # the hidden bits are not all equal
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

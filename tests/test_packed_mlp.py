@@ -116,6 +116,58 @@ def test_threshold_kernel_equals_reference(layout, neuron_major, backend):
         np.testing.assert_array_equal(ones, bits.sum(axis=1))
 
 
+def _fitted_threshold(rng, z_ref, q, z_bound, q_bound):
+    """A folded threshold whose bits split the samples (C near the median of z' + xi q)."""
+    M = z_ref.shape[1]
+    xi = float(rng.uniform(-1, 1))
+    A = rng.normal(0, 1, M) * rng.choice([1, -1, 0], M, p=[0.6, 0.3, 0.1])
+    u = z_ref + xi * q[:, None]
+    C = -A * (np.median(u, axis=0) + rng.normal(0, 2, M))
+    return fold.fixed_threshold(fold.Affine(A, xi, C), z_bound, q_bound)
+
+
+@given(B=st.sampled_from([1, 31, 32, 33, 63, 64, 65, 130, 200]), K=st.sampled_from([1, 63, 64, 65, 300]),
+       M=st.integers(1, 70), density=st.sampled_from([0.0, 0.05, 0.5, 1.0]), seed=st.integers(0, 2**16),
+       parallel=st.booleans())
+@SETTINGS
+def test_gather_with_threshold_equals_reference(B, K, M, density, seed, parallel):
+    """First layer, threshold fused: batch-sliced bits and ones of every sample at word edges."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (B, K)).astype(np.uint8)
+    w01 = rng.random((M, K)) < density
+    z_ref, Q_ref, ops_ref = gather.gather_dense_reference(x, w01)
+    th = _fitted_threshold(rng, z_ref, Q_ref, 255 * K, 255 * K)
+    bits, ones, ops = gather.gather_bits(x, gather.prepare_gather(w01), th, backend="numba",
+                                         parallel=parallel)
+    fired = threshold.threshold_bits(z_ref, Q_ref, th)
+    np.testing.assert_array_equal(bits, words.pack_bits(fired.T))
+    np.testing.assert_array_equal(ones, fired.sum(axis=1))
+    assert ops == ops_ref
+
+
+@given(B=st.sampled_from([1, 63, 64, 65, 511, 512, 513, 1100]), K=st.sampled_from([5, 64, 300, 700]),
+       M=st.sampled_from([1, 63, 64, 65, 130]), density=st.sampled_from([0.01, 0.1, 0.5, 1.0]),
+       seed=st.integers(0, 2**16), parallel=st.booleans())
+@SETTINGS
+def test_sliced_with_threshold_equals_reference(B, K, M, density, seed, parallel):
+    """Hidden layer, threshold fused into the bit-sliced kernel: 512-sample blocks,
+    64-row blocks, 8 and 16 counter levels (700 ones), every sample's ones."""
+    from pysbnn.kernels import sliced
+    rng = np.random.default_rng(seed)
+    a = rng.random((B, K)) < 0.5
+    w01 = rng.random((M, K)) < density
+    xs = words.pack_bits(a.T)
+    q = 2 * a.sum(axis=1) - K
+    z_ref = 2 * (a.astype(np.int64) @ w01.T.astype(np.int64)) - w01.sum(axis=1)
+    th = _fitted_threshold(rng, z_ref, q, K, K)
+    bits, ones, ops = sliced.sbnn_sliced_bits(xs, words.pack_bits(w01), B, th, q, K=K, backend="numba",
+                                              parallel=parallel, return_ops=True)
+    fired = threshold.threshold_bits(z_ref, q, th)
+    np.testing.assert_array_equal(bits, words.pack_bits(fired.T))
+    np.testing.assert_array_equal(ones, fired.sum(axis=1))
+    assert ops == int(w01.sum()) * B
+
+
 def test_fixed_point_uses_the_whole_int32_range():
     aff = fold.Affine(np.ones(3), 0.37, np.zeros(3))
     th = fold.fixed_threshold(aff, 255 * 784, 255 * 784)

@@ -25,9 +25,7 @@ import numpy as np
 from .gather import COLUMN_ADDS, columns, register_add_rows
 from .intrinsics import popcount64
 from .jit import Twins
-
-WORD_BITS = 64
-
+from .threshold import HELPERS, emit_rows, fires, sample_offset
 
 class Chain(NamedTuple):
     """The layers of an MLP as flat arrays (one Numba call unboxes few arguments).
@@ -72,32 +70,6 @@ def chain_of(gather_weights, first_threshold, later):
                  cat([th.dir for th in ths], np.int8), np.array(fix, np.int64).reshape(-1, 3))
 
 
-def _offset(q, XI, G, F):
-    """``round(XI q / 2^(G - F))`` (``kernels.threshold``), int64."""
-    s = G - F
-    v = np.int64(XI) * np.int64(q)
-    if s > 0:
-        return (v + (np.int64(1) << np.int64(s - 1))) >> np.int64(s)
-    return v << np.int64(-s)
-
-
-def _emit_bits(z, q, T, d, F, XI, G, out):
-    """The threshold bits of ``z`` (M,) into the words ``out``; returns the ones."""
-    t = _offset(q, XI, G, F)
-    M = z.shape[0]
-    ones = 0
-    for w in range(out.shape[0]):
-        word = np.uint64(0)
-        for r in range(min(WORD_BITS, M - w * WORD_BITS)):
-            m = w * WORD_BITS + r
-            u = (np.int64(z[m]) << np.int64(F)) + t
-            if np.int64(d[m]) * u >= np.int64(T[m]):
-                word |= np.uint64(1) << np.uint64(r)
-                ones += 1
-        out[w] = word
-    return ones
-
-
 def _first(x, indptr, idx, w01t, z, ks, vs):
     """Layer 0 of one sample: ``z'`` into z (M,), returns ``Q``: the weight columns of
     the non-zero pixels (``gather.columns``) or the pixels under the ones, the cheaper."""
@@ -134,7 +106,8 @@ def _run(x, indptr, idx, w01t, T0, dir0, fix0, words, shape, off, ones_, T, dir_
     ks, vs = np.empty(x.shape[1], np.uint32), np.empty(x.shape[1], np.int32)
     for b in range(x.shape[0]):
         Q = _first(x[b], indptr, idx, w01t, z[:M0], ks, vs)
-        ones = _emit_bits(z[:M0], Q, T0, dir0, fix0[0], fix0[1], fix0[2], bits[0, :(M0 + 63) // 64])
+        t0 = sample_offset(Q, fix0[1], fix0[2], fix0[0])
+        ones = emit_rows(z[:M0], t0, T0, dir0, fix0[0], bits[0, :(M0 + 63) // 64])
         K = M0
         for i in range(L):
             M, Kw = shape[i, 0], shape[i, 1]
@@ -146,13 +119,14 @@ def _run(x, indptr, idx, w01t, T0, dir0, fix0, words, shape, off, ones_, T, dir_
                 q_last[b] = q
             else:
                 _binary(bits[i], rows, ones_[o_n:o_n + M], z[:M])
-                ones = _emit_bits(z[:M], q, T[o_t:o_t + M], dir_[o_t:o_t + M], fix[i, 0], fix[i, 1],
-                                  fix[i, 2], bits[i + 1, :(M + 63) // 64])
+                t = sample_offset(q, fix[i, 1], fix[i, 2], fix[i, 0])
+                ones = emit_rows(z[:M], t, T[o_t:o_t + M], dir_[o_t:o_t + M], fix[i, 0],
+                                 bits[i + 1, :(M + 63) // 64])
             K = M
     return 0
 
 
-_TWINS = Twins({"run": _run}, helpers=(_offset, _emit_bits, _first, _binary, columns),
+_TWINS = Twins({"run": _run}, helpers=HELPERS + (_first, _binary, columns), inline=(fires,),
                setup=(register_add_rows,))
 
 

@@ -29,6 +29,8 @@ import numpy as np
 from .. import analysis
 from .intrinsics import scratch
 from .jit import Twins, resolve_backend
+from .threshold import HELPERS, fires, sample_offset, threshold_bits
+from .words import n_words, pack_last_axis
 
 SB = 32             # samples per block: (K, 32) uint8 scratch, 25 KB for K = 784
 
@@ -155,18 +157,22 @@ def register_add_rows():
 _REGISTERED = []
 
 
-def _block(x, indptr, idx, zt, Q, c):
-    """Samples ``SB c ..`` of every output row into ``zt`` (M, B); their sums into ``Q``."""
-    B, K = x.shape
-    b0 = SB * c
-    n = min(SB, B - b0)
-    xt = np.zeros((K, SB), np.uint8)
+def _load_block(x, b0, n, xt, Q):
+    """Samples ``b0 .. b0 + n - 1`` of ``x`` (B, K) transposed into ``xt`` (K, SB); their sums into ``Q``."""
     for i in range(n):
         total = 0
-        for k in range(K):
+        for k in range(x.shape[1]):
             xt[k, i] = x[b0 + i, k]
             total += x[b0 + i, k]
         Q[b0 + i] = total
+
+
+def _block(x, indptr, idx, zt, Q, c):
+    """Samples ``SB c ..`` of every output row into ``zt`` (M, B); their sums into ``Q``."""
+    b0 = SB * c
+    n = min(SB, x.shape[0] - b0)
+    xt = np.zeros((x.shape[1], SB), np.uint8)
+    _load_block(x, b0, n, xt, Q)
     acc = scratch(SB, np.int32)
     for m in range(indptr.shape[0] - 1):
         for i in range(SB):
@@ -177,6 +183,36 @@ def _block(x, indptr, idx, zt, Q, c):
             out[i] = acc[i]
 
 
+def _bits_word(x, indptr, idx, T, d, fix, bits, Q, ones, j):
+    """Samples ``64 j .. 64 j + 63`` (two blocks of SB): the threshold bits
+    (``threshold.fires``) of every output into word ``j`` of ``bits`` (M, n_words(B)),
+    each sample's count of ones into ``ones`` and its sum into ``Q``."""
+    F, XI, G = fix[0], fix[1], fix[2]
+    xt = np.zeros((x.shape[1], SB), np.uint8)
+    acc = scratch(SB, np.int32)
+    t, count = scratch(SB, np.int64), scratch(SB, np.int64)
+    for h in range(64 // SB):
+        b0 = 64 * j + SB * h
+        n = min(SB, x.shape[0] - b0)
+        if n <= 0:
+            break
+        _load_block(x, b0, n, xt, Q)
+        for i in range(n):
+            t[i], count[i] = sample_offset(Q[b0 + i], XI, G, F), 0
+        for m in range(indptr.shape[0] - 1):
+            for i in range(SB):
+                acc[i] = 0
+            add_rows(acc, xt, idx, indptr[m], indptr[m + 1])
+            word = np.uint64(0)
+            for i in range(n):
+                bit = fires(acc[i], t[i], T[m], d[m], F)
+                word |= np.uint64(bit) << np.uint64(SB * h + i)
+                count[i] += bit
+            bits[m, j] = word if h == 0 else bits[m, j] | word
+        for i in range(n):
+            ones[b0 + i] = count[i]
+
+
 def _gather_serial(x, indptr, idx, zt, Q):
     for c in range((x.shape[0] + SB - 1) // SB):
         _block(x, indptr, idx, zt, Q, c)
@@ -185,6 +221,16 @@ def _gather_serial(x, indptr, idx, zt, Q):
 def _gather_parallel(x, indptr, idx, zt, Q):
     for c in prange((x.shape[0] + SB - 1) // SB):
         _block(x, indptr, idx, zt, Q, c)
+
+
+def _bits_serial(x, indptr, idx, T, d, fix, bits, Q, ones):
+    for j in range(bits.shape[1]):
+        _bits_word(x, indptr, idx, T, d, fix, bits, Q, ones, j)
+
+
+def _bits_parallel(x, indptr, idx, T, d, fix, bits, Q, ones):
+    for j in prange(bits.shape[1]):
+        _bits_word(x, indptr, idx, T, d, fix, bits, Q, ones, j)
 
 
 def columns(x, w01t, z, ks, vs):
@@ -241,7 +287,9 @@ def _gather_samples(x, indptr, idx, z, Q):
 
 
 _TWINS = Twins({"blocks": _gather_serial, "blocks_par": _gather_parallel, "samples": _gather_samples,
-                "columns": _columns, "columns_par": _columns_parallel}, helpers=(_block, columns),
+                "columns": _columns, "columns_par": _columns_parallel,
+                "bits": _bits_serial, "bits_par": _bits_parallel},
+               helpers=HELPERS + (_load_block, _block, _bits_word, columns), inline=(fires,),
                setup=(register_add_rows,))
 
 #: a vector add of 32 outputs (the column path) costs about as much as this many
@@ -303,3 +351,29 @@ def gather_dense(x, w, *, backend="auto", parallel=None):
     else:
         _TWINS["samples"](x, w.indptr, w.indices, z, Q)
     return np.ascontiguousarray(z.T), Q, ops
+
+
+def gather_bits(x, w, th, *, backend="auto", parallel=None):
+    """The first layer with its BatchNorm + sign folded in: batch-sliced bits of uint8 inputs.
+
+    The bits of ``dir * u_F >= T`` (:mod:`pysbnn.kernels.threshold`) for
+    ``z' = w01 . x`` and ``q = Q = 1 . x`` (:func:`gather_dense`), tested as the
+    block sums are made (no integer matrix is stored).
+
+    Returns ``(bits, ones, ops)``: uint64 (M, n_words(B)) batch-sliced bits,
+    int64 (B,) ones per sample, and the adds executed (ones * B).
+    """
+    x = np.ascontiguousarray(x, dtype=np.uint8)
+    if x.ndim != 2 or x.shape[1] != w.K:
+        raise ValueError(f"expected uint8 inputs (B, {w.K}), got {x.shape}")
+    B, M = x.shape[0], w.indptr.shape[0] - 1
+    ops = int(w.indices.shape[0]) * B
+    if resolve_backend(backend) == "numpy":
+        zt, Q, _ = gather_dense(x, w, backend="numpy")
+        fired = threshold_bits(zt.T, Q, th)
+        return pack_last_axis(fired.T), fired.sum(axis=1).astype(np.int64), ops
+    bits, Q, ones = np.empty((M, n_words(B)), np.uint64), np.empty(B, np.int64), np.empty(B, np.int64)
+    parallel = ops >= _PAR_MIN_WORK and B > 64 if parallel is None else parallel
+    fix = np.array([th.F, th.XI, th.G], np.int64)
+    _TWINS["bits_par" if parallel else "bits"](x, w.indptr, w.indices, th.T, th.dir, fix, bits, Q, ones)
+    return bits, ones, ops

@@ -53,6 +53,11 @@ def layout_for(layer, batch):
     return "sliced" if batch >= SLICED_MIN_BATCH else "rows"
 
 
+def _fused_sliced(layer, batch):
+    """True when ``layer`` emits batch-sliced bits straight from its kernel (threshold fused)."""
+    return layer.output == "bits" and layout_for(layer, batch) == "sliced"
+
+
 def density(layer):
     """Fraction of ones of a packed layer (cached)."""
     return _plan(layer, "density", lambda: layer.n_ones() / max(layer.words.shape[0] * layer.fan_in, 1))
@@ -76,6 +81,9 @@ def raw_dense(layer, x, backend="auto"):
         raise ValueError(f"expected inputs of {layer.in_features} values, got shape {x.shape}")
     if x2.dtype == np.uint8:
         plan = _plan(layer, "gather", lambda: gather.prepare_gather(layer.ones_rows()))
+        if _fused_sliced(layer, len(x2)) and gather.strategy(x2, plan)[0] == "blocks":
+            bits, ones, ops = gather.gather_bits(x2, plan, layer.threshold, backend=backend)
+            return Bits(bits, layer.out_features, len(x2), "sliced", ones), ops
         zt, Q, ops = gather.gather_dense(x2, plan, backend=backend)
         return _emit(layer, zt, Q, backend, neuron_major=True), ops
     x64 = x2.astype(np.float64)
@@ -95,8 +103,12 @@ def binary_dense(layer, x, backend="auto"):
     n, q = x.n, 2 * x.ones - K
     if uses_sliced(layer, n):
         plan = _plan(layer, "sliced", lambda: sliced.prepare_sliced(layer.words, K))
-        z, ops = sliced.sbnn_gemm_sliced(x.as_layout("sliced", backend).words, plan, n,
-                                         backend=backend, return_ops=True)
+        xs = x.as_layout("sliced", backend).words
+        if _fused_sliced(layer, n):
+            bits, ones, ops = sliced.sbnn_sliced_bits(xs, plan, n, layer.threshold, q, backend=backend,
+                                                      return_ops=True)
+            return Bits(bits, layer.out_features, n, "sliced", ones), int(ops)
+        z, ops = sliced.sbnn_gemm_sliced(xs, plan, n, backend=backend, return_ops=True)
     else:
         # w01 . x = (s . x + q) / 2 with s = 2 w01 - 1 in {-1,+1}: one XNOR-popcount
         # pass over all words (exact integers), the fastest path for dense layers.
