@@ -127,22 +127,30 @@ def _fitted_threshold(rng, z_ref, q, z_bound, q_bound):
 
 
 @given(B=st.sampled_from([1, 31, 32, 33, 63, 64, 65, 130, 200]), K=st.sampled_from([1, 63, 64, 65, 300]),
-       M=st.integers(1, 70), density=st.sampled_from([0.0, 0.05, 0.5, 1.0]), seed=st.integers(0, 2**16),
-       parallel=st.booleans())
+       M=st.integers(1, 70), density=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+       zeros=st.sampled_from([0.0, 0.9]), seed=st.integers(0, 2**16), parallel=st.booleans())
 @SETTINGS
-def test_gather_with_threshold_equals_reference(B, K, M, density, seed, parallel):
-    """First layer, threshold fused: batch-sliced bits and ones of every sample at word edges."""
+def test_gather_with_threshold_equals_reference(B, K, M, density, zeros, seed, parallel):
+    """First layer, threshold fused: batch-sliced bits from the block path, row bits
+    from the column path (mostly-zero pixels), every sample's ones, at word edges."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (B, K)).astype(np.uint8)
+    x[rng.random(x.shape) < zeros] = 0
     w01 = rng.random((M, K)) < density
-    z_ref, Q_ref, ops_ref = gather.gather_dense_reference(x, w01)
+    z_ref, Q_ref, _ = gather.gather_dense_reference(x, w01)
     th = _fitted_threshold(rng, z_ref, Q_ref, 255 * K, 255 * K)
-    bits, ones, ops = gather.gather_bits(x, gather.prepare_gather(w01), th, backend="numba",
-                                         parallel=parallel)
+    plan = gather.prepare_gather(w01)
+    path, adds = gather.strategy(x, plan)
+    layout = {"blocks": "sliced", "columns": "rows"}.get(path)
+    if layout is None:
+        with pytest.raises(ValueError, match="no fused"):
+            gather.gather_bits(x, plan, th, "sliced", backend="numba")
+        return
+    bits, ones, ops = gather.gather_bits(x, plan, th, layout, backend="numba", parallel=parallel)
     fired = threshold.threshold_bits(z_ref, Q_ref, th)
-    np.testing.assert_array_equal(bits, words.pack_bits(fired.T))
+    np.testing.assert_array_equal(bits, words.pack_bits(fired.T if layout == "sliced" else fired))
     np.testing.assert_array_equal(ones, fired.sum(axis=1))
-    assert ops == ops_ref
+    assert ops == adds
 
 
 @given(B=st.sampled_from([1, 63, 64, 65, 511, 512, 513, 1100]), K=st.sampled_from([5, 64, 300, 700]),

@@ -29,7 +29,7 @@ import numpy as np
 from .. import analysis
 from .intrinsics import scratch
 from .jit import Twins, resolve_backend
-from .threshold import HELPERS, fires, sample_offset, threshold_bits
+from .threshold import HELPERS, emit_rows, fires, sample_offset, threshold_bits
 from .words import n_words, pack_last_axis
 
 SB = 32             # samples per block: (K, 32) uint8 scratch, 25 KB for K = 784
@@ -272,6 +272,22 @@ def _columns_parallel(x, w01t, z, Q):
         Q[b] = columns(x[b], w01t, z[b], ks, vs)
 
 
+def _columns_bits(x, w01t, T, d, fix, bits, Q, ones):
+    """:func:`_columns` with the threshold fused: each sample's bits (``threshold.emit_rows``)
+    into its row of ``bits`` (B, n_words(M)), its ones into ``ones``, its sum into ``Q``."""
+    ks, vs = np.empty(x.shape[1], np.uint32), np.empty(x.shape[1], np.int32)
+    z = np.empty(T.shape[0], np.int32)
+    for b in range(x.shape[0]):
+        Q[b] = columns(x[b], w01t, z, ks, vs)
+        ones[b] = emit_rows(z, sample_offset(Q[b], fix[1], fix[2], fix[0]), T, d, fix[0], bits[b])
+
+
+def _columns_bits_parallel(x, w01t, T, d, fix, bits, Q, ones):
+    for c in prange((x.shape[0] + SB - 1) // SB):
+        b0, b1 = SB * c, min(SB * c + SB, x.shape[0])
+        _columns_bits(x[b0:b1], w01t, T, d, fix, bits[b0:b1], Q[b0:b1], ones[b0:b1])
+
+
 def _gather_samples(x, indptr, idx, z, Q):
     """Small batches: sample by sample, one scalar add per one-weight; z is (B, M)."""
     for b in range(x.shape[0]):
@@ -288,8 +304,9 @@ def _gather_samples(x, indptr, idx, z, Q):
 
 _TWINS = Twins({"blocks": _gather_serial, "blocks_par": _gather_parallel, "samples": _gather_samples,
                 "columns": _columns, "columns_par": _columns_parallel,
-                "bits": _bits_serial, "bits_par": _bits_parallel},
-               helpers=HELPERS + (_load_block, _block, _bits_word, columns), inline=(fires,),
+                "bits": _bits_serial, "bits_par": _bits_parallel,
+                "columns_bits": _columns_bits, "columns_bits_par": _columns_bits_parallel},
+               helpers=HELPERS + (_load_block, _block, _bits_word, columns, _columns_bits), inline=(fires,),
                setup=(register_add_rows,))
 
 #: a vector add of 32 outputs (the column path) costs about as much as this many
@@ -353,27 +370,39 @@ def gather_dense(x, w, *, backend="auto", parallel=None):
     return np.ascontiguousarray(z.T), Q, ops
 
 
-def gather_bits(x, w, th, *, backend="auto", parallel=None):
-    """The first layer with its BatchNorm + sign folded in: batch-sliced bits of uint8 inputs.
+#: the paths that emit a layout straight from the kernel: (strategy path, layout)
+FUSED = {("blocks", "sliced"): "bits", ("columns", "rows"): "columns_bits"}
+
+
+def gather_bits(x, w, th, layout, *, backend="auto", parallel=None):
+    """The first layer with its BatchNorm + sign folded in: the bits of uint8 inputs.
 
     The bits of ``dir * u_F >= T`` (:mod:`pysbnn.kernels.threshold`) for
     ``z' = w01 . x`` and ``q = Q = 1 . x`` (:func:`gather_dense`), tested as the
-    block sums are made (no integer matrix is stored).
+    sums are made (no integer matrix is stored), in ``layout``: ``"sliced"``
+    from the block path, ``"rows"`` from the column path (``FUSED``; the path
+    is :func:`strategy`'s, callers check ``(path, layout) in FUSED``).
 
-    Returns ``(bits, ones, ops)``: uint64 (M, n_words(B)) batch-sliced bits,
-    int64 (B,) ones per sample, and the adds executed (ones * B).
+    Returns ``(bits, ones, ops)``: uint64 (M, n_words(B)) batch-sliced or
+    (B, n_words(M)) row bits, int64 (B,) ones per sample, the adds executed.
     """
     x = np.ascontiguousarray(x, dtype=np.uint8)
     if x.ndim != 2 or x.shape[1] != w.K:
         raise ValueError(f"expected uint8 inputs (B, {w.K}), got {x.shape}")
     B, M = x.shape[0], w.indptr.shape[0] - 1
-    ops = int(w.indices.shape[0]) * B
+    path, ops = strategy(x, w)
+    if (path, layout) not in FUSED:
+        raise ValueError(f"no fused {layout!r} kernel on the {path!r} path (FUSED: {sorted(FUSED)})")
     if resolve_backend(backend) == "numpy":
         zt, Q, _ = gather_dense(x, w, backend="numpy")
         fired = threshold_bits(zt.T, Q, th)
-        return pack_last_axis(fired.T), fired.sum(axis=1).astype(np.int64), ops
-    bits, Q, ones = np.empty((M, n_words(B)), np.uint64), np.empty(B, np.int64), np.empty(B, np.int64)
+        return pack_last_axis(fired.T if layout == "sliced" else fired), fired.sum(axis=1).astype(np.int64), ops
+    shape = (M, n_words(B)) if layout == "sliced" else (B, n_words(M))
+    bits, Q, ones = np.empty(shape, np.uint64), np.empty(B, np.int64), np.empty(B, np.int64)
     parallel = ops >= _PAR_MIN_WORK and B > 64 if parallel is None else parallel
     fix = np.array([th.F, th.XI, th.G], np.int64)
-    _TWINS["bits_par" if parallel else "bits"](x, w.indptr, w.indices, th.T, th.dir, fix, bits, Q, ones)
+    kernel = FUSED[path, layout] + ("_par" if parallel else "")
+    table = w.indptr, w.indices
+    args = (x,) + (table if path == "blocks" else (w.w01t,)) + (th.T, th.dir, fix, bits, Q, ones)
+    _TWINS[kernel](*args)
     return bits, ones, ops

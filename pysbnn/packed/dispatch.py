@@ -81,9 +81,10 @@ def raw_dense(layer, x, backend="auto"):
         raise ValueError(f"expected inputs of {layer.in_features} values, got shape {x.shape}")
     if x2.dtype == np.uint8:
         plan = _plan(layer, "gather", lambda: gather.prepare_gather(layer.ones_rows()))
-        if _fused_sliced(layer, len(x2)) and gather.strategy(x2, plan)[0] == "blocks":
-            bits, ones, ops = gather.gather_bits(x2, plan, layer.threshold, backend=backend)
-            return Bits(bits, layer.out_features, len(x2), "sliced", ones), ops
+        layout = layout_for(layer, len(x2))
+        if layer.output == "bits" and (gather.strategy(x2, plan)[0], layout) in gather.FUSED:
+            bits, ones, ops = gather.gather_bits(x2, plan, layer.threshold, layout, backend=backend)
+            return Bits(bits, layer.out_features, len(x2), layout, ones), ops
         zt, Q, ops = gather.gather_dense(x2, plan, backend=backend)
         return _emit(layer, zt, Q, backend, neuron_major=True), ops
     x64 = x2.astype(np.float64)
@@ -115,7 +116,8 @@ def binary_dense(layer, x, backend="auto"):
         plan = _plan(layer, "xnor", lambda: xnor.prepare_xnor(layer.words, K))
         s_dot_x, ops = xnor.xnor_gemm(x.as_layout("rows", backend).words, plan, backend=backend,
                                       return_ops=True)
-        z = ((s_dot_x + q[:, None]) // 2).astype(np.int32)
+        s_dot_x += q[:, None].astype(np.int32)          # even: the shift divides exactly
+        z = s_dot_x >> 1
     return _emit(layer, z, q, backend), int(ops)
 
 
