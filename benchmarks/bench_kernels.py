@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _timing import host_load, interleaved_medians  # noqa: E402
+from _timing import cpu_header, host_load, interleaved_medians  # noqa: E402
 
 from pysbnn.kernels import jit, sliced, words, wordskip, xnor  # noqa: E402
 
@@ -177,8 +177,9 @@ def main():
             limit = threadpool_limits(args.threads)
         except ImportError:
             print("threadpoolctl missing: BLAS keeps its own thread count")
-    print("backend: %s, numba threads: %s, BLAS threads: %s, host load before: %s"
-          % (jit.resolve_backend("auto"), threads, args.threads or "default", host_load()))
+    print("# %s" % cpu_header())
+    print("backend: %s, numba threads: %s, BLAS threads: %s"
+          % (jit.resolve_backend("auto"), threads, args.threads or "default"))
     rows = []
     with limit:
         for case in CASES:

@@ -27,7 +27,6 @@ checked to be equal before timing, and JIT compilation happens before it.
 import argparse
 import json
 import os
-import platform
 import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
@@ -39,7 +38,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import _torch_twins as tt  # noqa: E402
-from _timing import host_load, interleaved_medians  # noqa: E402
+from _timing import cpu_header, interleaved_medians  # noqa: E402
 
 import pysbnn  # noqa: E402
 from pysbnn.resnet import resnet18  # noqa: E402
@@ -50,20 +49,10 @@ RESNET = {"name": "ResNet-18 w16", "batch": 256, "densities": [("BNN", 0.5), ("S
                                                                 ("SBNN 99%", 0.01)]}
 
 
-def cpu_header():
-    """CPU model and the flags that decide the popcount (printed by every benchmark)."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        info = ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
-                 platform.processor() or platform.machine())
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    feats = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512vpopcntdq"))
-    import numba
+def header():
+    """:func:`_timing.cpu_header` and whether PyTorch is there."""
     torch = "PyTorch " + __import__("torch").__version__ if tt.available() else "no PyTorch"
-    return (f"{model}, {os.cpu_count()} cpus; {feats}; numpy {np.__version__}, numba {numba.__version__}, "
-            f"{torch}; load {host_load()}")
+    return f"{cpu_header()}; {torch}"
 
 
 def threads(n):
@@ -150,7 +139,7 @@ def main(argv=None):
         x, data = np.concatenate([x_test, x_train]), "MNIST images"
     except FileNotFoundError:
         x, data = np.random.default_rng(0).integers(0, 256, (5000, 28, 28)).astype(np.uint8), "random pixels"
-    print(f"# {cpu_header()}; inputs: {data}")
+    print(f"# {header()}; inputs: {data}")
     print(f"{'architecture':20s} {'model':9s} {'batch':>5s} {'packed us':>10s} {'float us':>10s} "
           f"{'torch us':>10s} {'float/pk':>10s} {'torch/pk':>10s} {'agree':>5s}")
     rows = []
@@ -160,7 +149,7 @@ def main(argv=None):
     print("(microseconds per image, best of 1 and 2 threads per method; ratios > 1: packed is faster)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": cpu_header(), "rows": rows}, f, indent=1)
+            json.dump({"header": header(), "rows": rows}, f, indent=1)
     return 0
 
 
