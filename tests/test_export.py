@@ -140,6 +140,21 @@ def test_mcu_runs_every_kernel(tmp_path):
         np.testing.assert_array_equal(preds, packed.predict(x))
 
 
+@MCU
+def test_speed_mode_is_the_fastest_on_the_cortex_m4(images, tmp_path):
+    """Layers on both sides of the measured crossovers (0.36 % for pixels, ~1.7 % for bits)."""
+    packed = random_packed_mlp(MNIST, (0.002, 0.006, 0.05), seed=6)
+    speed = pysbnn.export_c(packed, tmp_path, name="m", optimize="speed")
+    assert [p.form != "bitmap" for p in speed.layers] == [True, True, False]
+    counts = {}
+    for forms in (None, "bitmap", "golomb"):
+        export = pysbnn.export_c(packed, tmp_path, name="m", optimize="speed", forms=forms)
+        info = {}
+        build.run_mcu(build.build_mcu([export.source], tmp_path, model="m"), images[:10], info=info)
+        counts[forms] = info["mcu_instructions_per_image"]
+    assert counts[None] < min(counts["bitmap"], counts["golomb"])
+
+
 @needs("mcu_cc", "newlib", "qemu")
 def test_sbnn95_fits_48k_flash_and_8k_ram(sbnn95_export, images, tmp_path):
     obj = build.compile_object(sbnn95_export.source, tmp_path)

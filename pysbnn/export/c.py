@@ -225,7 +225,7 @@ def export_c(packed_model, out_dir, name="sbnn", optimize="size", forms=None):
     out_dir : directory for the two files (created if missing).
     name : C identifier prefixing ``<name>_predict`` / ``<name>_logits``.
     optimize : ``"size"`` (fewest flash bytes per layer) or ``"speed"`` (fewest
-        instructions by the measured cost model, :data:`pysbnn.export.plan.COST`).
+        instructions by the measured rule, :data:`pysbnn.export.plan.GAPS_MINUS_BITMAP`).
     forms : None, or one of ``"bitmap" "golomb" "rice_rows"`` for every layer or
         a list of one per layer, overriding the choice (benchmarks, tests).
 

@@ -16,9 +16,10 @@ flash in one of three forms:
   ones, flash near ``N h(p)``.
 
 ``optimize="size"`` takes the form with the fewest flash bytes;
-``optimize="speed"`` the one with the fewest instructions by the cost model
-:data:`COST`, measured on a Cortex-M4 (``benchmarks/bench_export.py``,
-``docs/mcu.md``).
+``optimize="speed"`` the bitmap unless the gap code runs faster by
+:data:`GAPS_MINUS_BITMAP`, measured on a Cortex-M4 (``benchmarks/bench_export.py``,
+``docs/mcu.md``): in short, a layer is coded below about 0.36 % ones when it
+reads pixels and 1.5-1.8 % when it reads bits.
 """
 
 from typing import NamedTuple, Optional
@@ -38,14 +39,15 @@ STREAM_PAD = 4
 #: the decoder reads a Golomb remainder from one 32-bit window (>= 25 stream bits)
 MAX_REMAINDER_BITS = 25
 
-#: Cortex-M4 instructions (-Os, QEMU) of a layer's z' pass by form and input,
-#: ``per_row * M + per_word * M * ceil(K / 32) + per_one * ones``, fitted to
-#: the per-layer differences measured by ``benchmarks/bench_export.py``.
-COST = {
-    ("bitmap", "raw"): (0.0, 6.0, 6.0),
-    ("bitmap", "bits"): (0.0, 30.0, 0.0),
-    ("gaps", "raw"): (10.0, 0.0, 25.0),
-    ("gaps", "bits"): (10.0, 0.0, 28.0),
+#: What coding a layer costs in Cortex-M4 instructions per image (-Os, QEMU),
+#: gap code minus bitmap, by input kind: ``per_row * M + per_word * M *
+#: ceil(K / 32) + per_one * ones`` (ones of the coded array). Fitted by
+#: ``benchmarks/bench_export.py`` on random 784-512-512-10 and 256-256-128-10
+#: MLPs at p <= 5 %; it is negative (the code is faster) below about
+#: p = 0.36 % for pixel inputs and p = 1.5-1.8 % for bit inputs (docs/mcu.md).
+GAPS_MINUS_BITMAP = {
+    "raw": (-1.7, -5.5, 49.0),
+    "bits": (27.1, -36.2, 61.2),
 }
 
 
@@ -91,10 +93,9 @@ def coded_bytes(n_bits):
     return -(-int(n_bits) // 8) + STREAM_PAD
 
 
-def predicted_cost(form, inp, M, K, ones):
-    """Cortex-M4 instructions of a layer's z' pass by :data:`COST`."""
-    per_row, per_word, per_one = COST["bitmap" if form == "bitmap" else "gaps", inp]
-    coded_ones = ones if form == "bitmap" else min(ones, M * K - ones)
+def speed_delta(inp, M, K, coded_ones):
+    """Cortex-M4 instructions per image a gap code costs over the bitmap (:data:`GAPS_MINUS_BITMAP`)."""
+    per_row, per_word, per_one = GAPS_MINUS_BITMAP[inp]
     return per_row * M + per_word * M * bitmap_words(K) + per_one * coded_ones
 
 
@@ -164,15 +165,11 @@ def choose_form(w01, inp, optimize):
     M, K = w01.shape
     coded = _coded_candidates(w01)
     sizes = {"bitmap": bitmap_bytes(M, K), **{m: coded_bytes(b) for m, b in coded.items()}}
-    if optimize == "size":
+    if optimize == "size" or not coded:
         return min(FORMS[:1] + tuple(coded), key=lambda f: (sizes[f], FORMS.index(f)))
     ones = int(w01.sum())
-    best_coded = min(coded, key=lambda f: (sizes[f], FORMS.index(f)), default=None)
-    if best_coded is None:
-        return "bitmap"
-    if predicted_cost(best_coded, inp, M, K, ones) < predicted_cost("bitmap", inp, M, K, ones):
-        return best_coded
-    return "bitmap"
+    best_coded = min(coded, key=lambda f: (sizes[f], FORMS.index(f)))
+    return best_coded if speed_delta(inp, M, K, min(ones, M * K - ones)) < 0 else "bitmap"
 
 
 def plan_layer(index, name, layer, optimize, form=None):
