@@ -15,6 +15,7 @@ import pysbnn
 from pysbnn import coding
 from pysbnn.export import build, elf, plan
 from pysbnn.export.synthetic import random_images, random_mlp, random_packed_mlp
+from pysbnn.resnet import resnet18
 
 
 def needs(*tools):
@@ -237,6 +238,10 @@ def test_bad_models_are_refused(tmp_path):
     conv = pysbnn.Sequential([pysbnn.BinaryConv2d(1, 2, 3, binarize_input=False), pysbnn.BatchNorm2d(2)])
     with pytest.raises(ValueError, match="convolutional models"):
         pysbnn.export_c(pysbnn.pack(conv), tmp_path)
+    with pytest.raises(ValueError, match="convolutional models"):
+        pysbnn.export_c(pysbnn.pack(resnet18(width=4)), tmp_path)
+    with pytest.raises(ValueError, match="dense layers"):
+        pysbnn.export_c(pysbnn.pack(pysbnn.mlp((8, 4, 2))), tmp_path)
     with pytest.raises(ValueError, match="optimize"):
         pysbnn.export_c(pysbnn.pack(model), tmp_path, optimize="fast")
     with pytest.raises(ValueError, match="forms"):

@@ -28,8 +28,13 @@ import numpy as np
 
 from .. import coding
 from ..coding.layer import EncodedLayer
+from ..layers import Conv2d
 from ..packed.layers import PackedBinaryConv2d, PackedBinaryDense
 from ..packed.pack import PackedModel
+from ..packed.residual import PackedResidualUnit
+
+#: layers that make a model convolutional (not exportable yet)
+CONV_LAYERS = (PackedBinaryConv2d, PackedResidualUnit, Conv2d)
 
 FORMS = ("bitmap", "golomb", "rice_rows")
 CODED = ("golomb", "rice_rows")
@@ -107,7 +112,7 @@ def check_model(packed):
         raise ValueError(f"export_c needs a packed model (pysbnn.pack(model)), "
                          f"got {type(packed).__name__}")
     named = list(packed.net.named_layers())
-    if any(isinstance(l, PackedBinaryConv2d) for _, l in named):
+    if any(isinstance(l, CONV_LAYERS) for _, l in named):
         raise ValueError("export_c does not support convolutional models yet: only the MLPs of "
                          "pysbnn.binary_mlp (packed dense layers) can be exported")
     layers = list(getattr(packed.net, "layers", []))
