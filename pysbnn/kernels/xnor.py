@@ -332,10 +332,13 @@ _TWINS = Twins({"xnor": _xnor_serial, "xnor_par": _xnor_parallel,
 _PAR_MIN_WORDS = 1 << 20       # B * M * Kw: below ~50 us of work two threads cost more
 
 
-def bind_kernel(a_bits, w, z, parallel):
+def bind_kernel(a_bits, w, z, parallel=None):
     """The jitted driver :func:`xnor_gemm` runs, bound to checked arguments:
     ``f()`` fills ``z`` (int32 (B, M), C-contiguous) and returns the bit-ops
-    recorded per panel. No checks, no allocation: for benchmarks."""
+    recorded per panel. No checks, no allocation: for benchmarks.
+    ``parallel=None``: threads when ``B * M * Kw >= 2**20``."""
+    if parallel is None:
+        parallel = z.shape[0] * z.shape[1] * a_bits.shape[1] >= _PAR_MIN_WORDS
     counts = np.zeros(w.panels.shape[0], np.int64)
     if w.kind == "hs":
         fn, hw = _TWINS["xnor_hs_par" if parallel else "xnor_hs"], hs_words(w.panels.shape[1])
@@ -366,10 +369,7 @@ def xnor_gemm(a_bits, w, K=None, *, backend="auto", parallel=None, return_ops=Fa
     if resolve_backend(backend) == "numpy":
         z, ops = xnor_gemm_reference(a_bits, w.w_bits, w.K)
     else:
-        B, Kw = a_bits.shape
-        z = np.empty((B, w.w_bits.shape[0]), np.int32)
-        if parallel is None:
-            parallel = B * w.w_bits.shape[0] * Kw >= _PAR_MIN_WORDS
+        z = np.empty((a_bits.shape[0], w.w_bits.shape[0]), np.int32)
         ops = int(bind_kernel(a_bits, w, z, parallel)().sum())
     return (z, int(ops)) if return_ops else z
 
