@@ -24,7 +24,8 @@ against the same word of a whole panel. Two kernels, chosen by the CPU
     8 is popcounted, by bytes, added as bytes for up to 31 steps. A panel is
     two ``u64x4`` vectors (:mod:`pysbnn.kernels.vec4`) whose counters stay in
     ymm registers for the whole row: 1.83 instructions per row-word against
-    2.8 for ``"direct"`` on AVX2, 1.4-1.7x its speed at B >= 64, K = 4096.
+    2.8 for ``"direct"`` on AVX2, 1.3-1.7x its speed at B >= 64, K = 4096
+    (``docs/benchmarks.md``).
     Rows under 24 words (K <= 1472) skip the trees (their per-sample epilogue
     costs more than they save): 32-row blocks, one byte popcount per word.
 
