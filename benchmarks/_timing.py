@@ -14,12 +14,14 @@ import time
 FEATURES = ("avx2", "avx512f", "avx512vpopcntdq")
 
 
-def interleaved_medians(fns, rounds=7, min_batch_seconds=2e-3):
+def interleaved_medians(fns, rounds=7, min_batch_seconds=2e-3, settle_seconds=0.0):
     """Median seconds per call of each callable in ``fns`` (a dict name -> f).
 
     Each function is called once to warm up (JIT compilation, caches), then
     timed in batches of ``n`` calls (``n`` chosen so a batch lasts at least
     ``min_batch_seconds``), ``rounds`` times, interleaved with the others.
+    ``settle_seconds``: a pause before each batch, so that the worker threads
+    of one OpenMP runtime stop spinning before another library's batch runs.
     """
     batch = {}
     for name, f in fns.items():
@@ -33,6 +35,8 @@ def interleaved_medians(fns, rounds=7, min_batch_seconds=2e-3):
     for r in range(rounds):
         for name in (order if r % 2 == 0 else order[::-1]):
             f, n = fns[name], batch[name]
+            if settle_seconds:
+                time.sleep(settle_seconds)
             t0 = time.perf_counter()
             for _ in range(n):
                 f()
