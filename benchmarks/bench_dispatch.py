@@ -127,18 +127,26 @@ def column_adds(x, densities, rounds):
     return rows
 
 
+def _least_regret(rows, candidates, choose):
+    """The candidate whose choices lose least over all measured rows: the sum over
+    rows of (time of the chosen kernel) / (time of the faster one)."""
+    def regret(c):
+        return sum(r[choose(c, r)] / min(r[k] for k in r if k.endswith("_s")) for r in rows)
+    return min(candidates, key=regret)
+
+
 def recommend(hidden, small, columns):
-    """The thresholds these measurements imply (None where no crossover was seen)."""
-    wins = {(r["batch"], r["ones"]): r["sliced_s"] < r["xnor_s"] for r in hidden}
-    batches = sorted({b for b, _ in wins})
-    densities = sorted({d for _, d in wins})
-    typical = min(densities, key=lambda d: abs(d - 0.05))
-    min_batch = next((b for b in batches if all(wins[c, typical] for c in batches if c >= b)), None)
-    above = [b for b in batches if min_batch is not None and b >= min_batch]
-    max_density = min((max((d for d in densities if wins[b, d]), default=0.0) for b in above), default=None)
-    layered_wins = sorted(r["batch"] for r in small if r["layered_s"] < r["fused_s"])
-    small_batch = next((b for b in sorted({r["batch"] for r in small})
-                        if all(c in layered_wins for c in sorted({r["batch"] for r in small}) if c >= b)), None)
+    """The thresholds these measurements imply: for each rule the setting whose
+    choices, over the grid measured, lose least time against always picking the
+    faster kernel (ties go to the smaller setting)."""
+    batches = sorted({r["batch"] for r in hidden})
+    densities = sorted({r["ones"] for r in hidden})
+    min_batch, max_density = _least_regret(
+        hidden, [(b, d) for b in batches for d in densities],
+        lambda c, r: "sliced_s" if r["batch"] >= c[0] and r["ones"] <= c[1] else "xnor_s")
+    small_batches = sorted({r["batch"] for r in small}) + [max(r["batch"] for r in small) + 1]
+    small_batch = _least_regret(small, small_batches,
+                                lambda c, r: "fused_s" if r["batch"] < c else "layered_s")
     ratio = float(np.median([r["per_column_add_s"] / r["per_gathered_add_s"] for r in columns]))
     return {"SLICED_MIN_BATCH": (min_batch, dispatch.SLICED_MIN_BATCH),
             "SLICED_MAX_DENSITY": (max_density, dispatch.SLICED_MAX_DENSITY),
