@@ -165,7 +165,7 @@ def test_counts_executed_equal_analytic():
 
     mlp = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
     sparsify(mlp.layers[3], 0.05)                    # sparse: the bit-sliced kernel runs
-    rows = pysbnn.count_bops(mlp, (4, 4), batch=64).layers
+    rows = pysbnn.count_bops(mlp, (4, 4), batch=dispatch.SLICED_MIN_BATCH).layers
     sparse, dense = mlp.layers[3], mlp.layers[5]
     for r, layer in zip(rows[1:], [sparse, dense]):
         assert r["bnn"] == 2 * layer.in_features * layer.out_features
