@@ -39,7 +39,7 @@ if tt.available():
     import torch  # noqa: E402,F401  (before pysbnn: see the docstring)
 
 import numpy as np  # noqa: E402
-from _timing import cpu_description, host_load, interleaved_medians  # noqa: E402
+from _timing import cpu_header, host_load, interleaved_medians  # noqa: E402
 
 import pysbnn  # noqa: E402
 from pysbnn.functional import softmax_cross_entropy  # noqa: E402
@@ -150,7 +150,9 @@ def measure_resnet(args):
 # ------------------------------------------------------------------ output
 def row(case, threads, fns, rounds, unit):
     load0 = host_load()
-    med = interleaved_medians(fns, rounds=rounds, min_batch_seconds=0.0)
+    # settle: a pause before each batch, so one library's spinning OpenMP workers do not
+    # take the other's cores
+    med = interleaved_medians(fns, rounds=rounds, min_batch_seconds=0.0, settle_seconds=0.1)
     r = {"case": case, "threads": threads, "unit": unit, "pysbnn_s": med["pysbnn"],
          "torch_s": med.get("torch"), "load": (load0, host_load())}
     print(format_row(r), flush=True)
@@ -168,6 +170,12 @@ def format_row(r):
     return f"{r['case']:38s} {r['threads']:>2d} {ours:>12s} {theirs:>12s} {ratio} {load:>9s}"
 
 
+def header():
+    """``_timing.cpu_header()`` and the PyTorch version (or its absence)."""
+    torch = f"PyTorch {__import__('torch').__version__}" if tt.available() else "no PyTorch"
+    return f"{cpu_header()}; {torch}"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=("mlp", "resnet"), default=None)
@@ -180,7 +188,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.quick:
         args.samples, args.repeats, args.rounds = 6000, 2, 3
-    print(f"# {cpu_description()}")
+    print(f"# {header()}")
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}; medians of interleaved runs; ratio = pysbnn / PyTorch")
     print(f"{'case':38s} {'th':>2s} {'pysbnn':>12s} {'PyTorch':>12s} {'ratio':>6s} {'load':>9s}")
     rows = []
@@ -190,7 +198,7 @@ def main(argv=None):
         rows += measure_resnet(args)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": cpu_description(), "rows": rows}, f, indent=1)
+            json.dump({"header": header(), "rows": rows}, f, indent=1)
     return 0
 
 

@@ -5,9 +5,9 @@ Start with ``examples/mnist_sbnn.py``; ``docs/math.md`` maps every equation of
 the paper to the function that implements it and the test that checks it.
 
 The training floors are imported here; inference (``pack``, ``PackedModel``,
-``load_packed``) and the reports (``summary``, ``count_bops``,
-``kernel_histogram``) load on first use, so that ``import pysbnn`` (or
-``pysbnn.binary``) never imports ``pysbnn.packed``.
+``load_packed``), the reports (``summary``, ``count_bops``,
+``kernel_histogram``) and the C export (``export_c``) load on first use, so
+that ``import pysbnn`` (or ``pysbnn.binary``) never imports ``pysbnn.packed``.
 """
 
 import importlib
@@ -21,7 +21,7 @@ from .levels import optimal_tau_phi
 from .entropy import SparsityTarget, binary_entropy, gamma_lambda, inverse_binary_entropy, sparsity_penalty
 from .mlp import binary_mlp, mlp
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
-from .train import evaluate, fit, random_crop_flip
+from .train import DivergenceError, evaluate, fit, random_crop_flip
 from .data import load_cifar10, load_fashion_mnist, load_mnist
 from .idx import read_idx
 
@@ -33,14 +33,16 @@ __all__ = [
     "Residual", "Sequential", "load_model", "save_model", "BinaryConv2d", "BinaryDense",
     "optimal_tau_phi", "SparsityTarget", "binary_entropy", "gamma_lambda",
     "inverse_binary_entropy", "sparsity_penalty", "binary_mlp", "mlp",
-    "PackedModel", "load_packed", "pack", "count_bops", "kernel_histogram", "summary",
-    "SGD", "Adam", "clip_latent_weights", "cosine_lr", "evaluate", "fit", "random_crop_flip",
+    "PackedModel", "load_packed", "pack", "count_bops", "kernel_histogram", "summary", "export_c",
+    "SGD", "Adam", "clip_latent_weights", "cosine_lr", "DivergenceError", "evaluate", "fit",
+    "random_crop_flip",
     "load_cifar10", "load_fashion_mnist", "load_mnist", "read_idx",
 ]
 
 #: public names of the inference floors, imported on first access
 _LAZY = {"PackedModel": "packed.pack", "load_packed": "packed.pack", "pack": "packed.pack",
-         "count_bops": "report", "kernel_histogram": "report", "summary": "report"}
+         "count_bops": "report", "kernel_histogram": "report", "summary": "report",
+         "export_c": "export.c"}
 
 
 def __getattr__(name):

@@ -92,7 +92,7 @@ class _BinaryLayer(Layer):
             self._init_param(key, value)
 
     def _binary_config(self):
-        return dict(domain=self.domain.name, binarize_input=self.binarize_input,
+        return dict(domain=self.domain.get_config(), binarize_input=self.binarize_input,
                     weight_quantizer=self.weight_quantizer.get_config(),
                     input_quantizer=self.input_quantizer.get_config(),
                     init=self.init, init_density=self.init_density, init_scale=self.init_scale)
@@ -153,7 +153,9 @@ class BinaryDense(_BinaryLayer):
     ----------
     in_features, out_features : int
     domain : ``"learned"`` (default, as the reference code), ``"alpha_beta"``,
-        ``"sym"`` or ``"zero_one"``
+        ``"sym"`` or ``"zero_one"``, or a config dict with options such as
+        ``{"name": "sym", "grad": "ste"}`` (see :func:`pysbnn.domains.get_domain`);
+        saved with the layer
     binarize_input : apply ``sign`` to the input (False for a network's first layer)
     weight_quantizer, input_quantizer : STE names: ``"clipped"``, ``"identity"``, ``"ede"``
     init : ``"uniform"``, ``"all_ones"`` or ``"nearly_empty"`` (see :func:`init_latent`)

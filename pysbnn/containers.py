@@ -1,7 +1,14 @@
 """Containers: :class:`Sequential` (layers one after the other) and
-:class:`Residual` (``body(x) + shortcut(x)``)."""
+:class:`Residual` (``body(x) + shortcut(x)``).
+
+A container's ``forward`` is a boundary: it checks ``x`` against what its
+first layer takes (:meth:`~pysbnn.layers.Layer.check_input`), then runs its
+children with ``_forward``, which checks nothing, so a nested container never
+re-checks the activations it is handed.
+"""
 
 from .layers import Layer
+from .validation import ANY
 
 
 class Sequential(Layer):
@@ -28,9 +35,22 @@ class Sequential(Layer):
         return cls(children)
 
     def forward(self, x, training=False):
+        return self._forward(self.check_input(x), training)
+
+    def _forward(self, x, training=False):
         for layer in self.layers:
-            x = layer.forward(x, training=training)
+            x = layer._forward(x, training=training)
         return x
+
+    def input_spec(self, after=None):
+        for layer in reversed(self.layers):
+            after = layer.input_spec(after)
+        return after or ANY
+
+    def output_features(self, features_in=None):
+        for layer in self.layers:
+            features_in = layer.output_features(features_in)
+        return features_in
 
     def backward(self, dout):
         for layer in reversed(self.layers):
@@ -71,8 +91,17 @@ class Residual(Layer):
         return [self.body] + ([self.shortcut] if self.shortcut is not None else [])
 
     def forward(self, x, training=False):
-        out = self.body.forward(x, training=training)
-        skip = x if self.shortcut is None else self.shortcut.forward(x, training=training)
+        return self._forward(self.check_input(x), training)
+
+    def input_spec(self, after=None):
+        return self.body.input_spec(after)
+
+    def output_features(self, features_in=None):
+        return self.body.output_features(features_in)
+
+    def _forward(self, x, training=False):
+        out = self.body._forward(x, training=training)
+        skip = x if self.shortcut is None else self.shortcut._forward(x, training=training)
         if out.shape != skip.shape:
             raise ValueError(f"Residual: body gives {out.shape} but shortcut gives {skip.shape}")
         return out + skip

@@ -11,6 +11,14 @@ with ``w_q = tau wbar + phi`` (the forms and Eq. 15 are in
 ``sym`` ({-beta, +beta}, XNOR-Net), ``alpha_beta`` (Eq. 15 recomputed every
 step), ``learned`` (tau, phi trained) and ``zero_one`` ({0, 1}, the 2021
 paper). ``dtau``/``dphi`` are ``None`` unless the domain is ``trainable``.
+
+The two *computed* domains (``sym``, ``alpha_beta``) take the levels from
+``w`` itself, so their backward pass has a choice (``grad=``, saved with the
+layer config): ``"exact"`` differentiates through the levels (beta, or
+tau* and phi*), ``"ste"`` treats them as constants (stop-gradient). Both
+keep the sign STE. Defaults: ``sym`` exact, ``alpha_beta`` ste::
+
+    get_domain({"name": "alpha_beta", "grad": "exact"})
 """
 
 import abc
@@ -21,6 +29,7 @@ from .levels import optimal_tau_phi, tau_phi_to_xi_eta
 from .quantizers import get_quantizer, sign
 
 __all__ = [
+    "GRADS",
     "Domain",
     "Sym",
     "AlphaBeta",
@@ -46,6 +55,32 @@ def _check_dw_q(dw_q, cache):
     if dw_q.shape != cache["w"].shape:
         raise ValueError(f"dw_q has shape {dw_q.shape}, expected the weight shape {cache['w'].shape}")
     return dw_q
+
+
+#: Gradient treatments of the computed domains (``sym``, ``alpha_beta``).
+GRADS = ("exact", "ste")
+
+
+def _check_grad(grad):
+    if grad not in GRADS:
+        raise ValueError(f"grad must be one of {GRADS}, got {grad!r}")
+    return grad
+
+
+def _group_means(x, positive):
+    r"""``x_i`` replaced by the mean of ``x`` over the sign group of ``i``.
+
+    ``positive`` : bool array like ``x`` (``w >= 0``). Returns float64
+    :math:`\frac1{|g(i)|}\sum_{j \in g(i)} x_j`, with ``g(i)`` the
+    weights of ``i``'s sign (one group when all signs agree).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = x.size - n_pos
+    s_pos = float(np.sum(x[positive]))
+    mean_pos = s_pos / n_pos if n_pos else 0.0
+    mean_neg = (float(np.sum(x)) - s_pos) / n_neg if n_neg else 0.0
+    return np.where(positive, mean_pos, mean_neg)
 
 
 class Domain(abc.ABC):
@@ -91,7 +126,22 @@ class Domain(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-class Sym(Domain):
+class _Computed(Domain):
+    """A domain whose tau and phi are functions of ``w``, with a gradient
+    treatment ``grad`` (one of :data:`GRADS`): ``"exact"`` differentiates
+    through them, ``"ste"`` treats them as constants."""
+
+    def __init__(self, grad):
+        self.grad = _check_grad(grad)
+
+    def get_config(self):
+        return {"name": self.name, "grad": self.grad}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(grad={self.grad!r})"
+
+
+class Sym(_Computed):
     r"""{-beta, +beta} with :math:`\beta = \|\tilde{\mathbf w}\|_1 / N` (XNOR-Net [30], Table 1).
 
     Forward (``tau = beta``, ``phi = 0``):
@@ -100,8 +150,9 @@ class Sym(Domain):
         w_{q,i} = \beta\,\mathrm{sign}(\tilde w_i), \qquad
         \beta = \frac1N \sum_j |\tilde w_j|
 
-    Backward: beta is a function of ``w`` and we differentiate through it
-    exactly (product rule), with the STE only for ``sign``:
+    Backward, ``grad="exact"`` (default): beta is a function of ``w`` and we
+    differentiate through it exactly (product rule), with the STE only for
+    ``sign``:
 
     .. math::
         \frac{\partial L}{\partial \tilde w_i} =
@@ -111,10 +162,15 @@ class Sym(Domain):
 
     (``d|w|/dw = sign(w)`` with ``sign(0) = +1`` as the subgradient.)
     XNOR-Net's paper approximates the second term by
-    ``dL/dwq_i / N``; we keep it exact.
+    ``dL/dwq_i / N``; we keep it exact. ``grad="ste"`` drops it (beta a
+    constant): :math:`\partial L/\partial \tilde w_i =
+    \partial L/\partial w_{q,i}\,\beta\,\mathrm{ste}'(\tilde w_i)`.
     """
 
     name = "sym"
+
+    def __init__(self, grad="exact"):
+        super().__init__(grad)
 
     def forward(self, w, quantizer="clipped", tau=None, phi=None):
         self._no_params(tau, phi)
@@ -129,16 +185,17 @@ class Sym(Domain):
     def backward(self, dw_q, cache):
         dw_q = _check_dw_q(dw_q, cache)
         w, wbar, beta = cache["w"], cache["wbar"], cache["beta"]
-        through_sign = dw_q * beta * cache["quantizer"].grad(w)
-        through_beta = _sum64(dw_q * wbar) / w.size * wbar
-        return (through_sign + through_beta).astype(w.dtype, copy=False), None, None
+        dw = dw_q * beta * cache["quantizer"].grad(w)
+        if self.grad == "exact":
+            dw = dw + _sum64(dw_q * wbar) / w.size * wbar       # through beta
+        return dw.astype(w.dtype, copy=False), None, None
 
     def tau_phi(self, w, tau=None, phi=None):
         self._no_params(tau, phi)
         return float(np.mean(np.abs(np.asarray(w)), dtype=np.float64)), 0.0
 
 
-class AlphaBeta(Domain):
+class AlphaBeta(_Computed):
     r"""{alpha, beta} from Eq. 15, recomputed from the current ``w`` at every forward.
 
     .. math::
@@ -147,19 +204,31 @@ class AlphaBeta(Domain):
 
     with ``tau*, phi* = optimal_tau_phi(w)`` (including its degenerate rule).
 
-    Backward: tau* and phi* are treated as constants (stop-gradient); only
-    the sign STE carries gradient:
+    Backward, ``grad="ste"`` (default): tau* and phi* are treated as
+    constants (stop-gradient); only the sign STE carries gradient:
 
     .. math::
         \frac{\partial L}{\partial \tilde w_i} =
         \frac{\partial L}{\partial w_{q,i}}\,\tau^*\,\mathrm{ste}'(\tilde w_i)
 
-    (The dropped exact term would be, since ``beta* = mean(w[w >= 0])`` and
-    ``alpha* = mean(w[w < 0])``: the mean of ``dL/dw_q`` over the sign group
-    of ``w_i``.)
+    ``grad="exact"`` adds the path through the levels. For a fixed sign
+    pattern ``beta* = mean(w[w >= 0])`` and ``alpha* = mean(w[w < 0])``, so
+    ``w_{q,j}`` depends on ``w_i`` by ``1/|g(i)|`` when ``j`` is in the sign
+    group ``g(i)`` of ``i``, and not otherwise:
+
+    .. math::
+        \frac{\partial L}{\partial \tilde w_i} =
+        \frac{\partial L}{\partial w_{q,i}}\,\tau^*\,\mathrm{ste}'(\tilde w_i)
+        + \frac{1}{|g(i)|}\sum_{j \in g(i)} \frac{\partial L}{\partial w_{q,j}}
+
+    The degenerate rule (``p in {0, 1}``) gives every weight the one level
+    ``mean(w)``: one group of all N weights, and the same formula.
     """
 
     name = "alpha_beta"
+
+    def __init__(self, grad="ste"):
+        super().__init__(grad)
 
     def forward(self, w, quantizer="clipped", tau=None, phi=None):
         self._no_params(tau, phi)
@@ -174,6 +243,8 @@ class AlphaBeta(Domain):
         dw_q = _check_dw_q(dw_q, cache)
         w = cache["w"]
         dw = dw_q * cache["tau"] * cache["quantizer"].grad(w)
+        if self.grad == "exact":
+            dw = dw + _group_means(dw_q, w >= 0)                 # through alpha*, beta*
         return dw.astype(w.dtype, copy=False), None, None
 
     def tau_phi(self, w, tau=None, phi=None):
@@ -285,13 +356,21 @@ DOMAINS = {"sym": Sym, "alpha_beta": AlphaBeta, "learned": Learned, "zero_one": 
 
 
 def get_domain(spec):
-    """Return a Domain from a name in ``DOMAINS``, a ``get_config()`` dict, or an instance."""
+    """Return a Domain from a name in ``DOMAINS``, a ``get_config()`` dict, or an instance.
+
+    A dict may carry the domain's options besides ``name``, e.g.
+    ``{"name": "sym", "grad": "ste"}``; a bare name takes the defaults.
+    """
     if isinstance(spec, Domain):
         return spec
     name = spec.get("name") if isinstance(spec, dict) else spec
     if not isinstance(name, str) or name not in DOMAINS:
         raise ValueError(f"unknown domain {name!r}; allowed names: {sorted(DOMAINS)}")
-    return DOMAINS[name]()
+    options = {k: v for k, v in spec.items() if k != "name"} if isinstance(spec, dict) else {}
+    try:
+        return DOMAINS[name](**options)
+    except TypeError:
+        raise ValueError(f"domain {name!r} takes no options {sorted(options)}") from None
 
 
 def domain_forward(domain, w, tau=None, phi=None, quantizer="clipped"):

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import xlog1py, xlogy
 
 __all__ = [
     "binary_entropy",
@@ -71,14 +72,16 @@ def binary_entropy(p):
     ----------
     p : float or array_like in [0, 1] (any shape).
 
+    Computed as ``-(xlogy(p, p) + xlog1py(1 - p, -p)) / ln 2``
+    (:mod:`scipy.special`): ``x log y`` is 0 for ``x = 0``, and ``log1p``
+    keeps ``log(1 - p)`` accurate for tiny ``p``.
+
     Returns
     -------
     float (scalar input) or float64 array of the shape of ``p``, in [0, 1].
     """
     p = _in_range(p, "p", 0.0, 1.0)
-    log_p = np.log(np.where(p > 0, p, 1.0))  # the p = 0 term is 0
-    log_q = np.log1p(-np.where(p < 1, p, 0.0))  # log(1 - p), accurate for tiny p
-    h = -(p * log_p + (1.0 - p) * log_q) / _LN2
+    h = -(xlogy(p, p) + xlog1py(1.0 - p, -p)) / _LN2
     return _out(np.clip(h, 0.0, 1.0) + 0.0)  # + 0.0 turns -0.0 into 0.0
 
 
@@ -87,7 +90,8 @@ def inverse_binary_entropy(h):
 
     Returns :math:`p = h^{-1}(y) \in [0, 1/2]` with :math:`h(p) = y`.
 
-    Method: bisection over the float64 *bit patterns* of [0, 1/2]. For
+    Method (kept rather than a ``scipy.optimize`` root finder, which stops at
+    a tolerance): bisection over the float64 *bit patterns* of [0, 1/2]. For
     non-negative floats the integer order of the bit patterns is the numeric
     order, so 64 halvings leave two adjacent floats; we return the upper one,
     the smallest float with ``h(p) >= y``. ``h(p)`` therefore matches ``y`` to

@@ -8,6 +8,7 @@ checkpoint).
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from .train import evaluate, fit, random_crop_flip
 
 __all__ = ["DEFAULTS", "QUICK", "ArgumentError", "DataError", "Parser", "positive_int", "gamma_value",
            "positive_float", "add_training_arguments", "finish_args", "load_data", "run_config",
-           "train_or_load", "cli"]
+           "train_or_load", "train_job", "cli"]
 
 DEFAULTS = dict(dataset="fashion", width=8, train_size=10000, test_size=10000, epochs=8,
                 batch_size=32, lr=1e-3, init="uniform", init_scale=1e-2, gamma_95=RESNET_GAMMA[0.95],
@@ -151,26 +152,32 @@ def load_data(args):
 
 
 # ----------------------------------------------------------- train / load
-def run_config(args, domain, ec, gamma, num_classes, in_channels):
-    """Everything that defines a trained model: a saved model is reused only if it matches."""
+def run_config(args, domain, ec, gamma, num_classes, in_channels, penalty_scaling="none"):
+    """Everything that defines a trained model: a saved model is reused only if it matches.
+
+    ``domain``: a name or a domain config dict (e.g. ``{"name": "sym", "grad": "ste"}``);
+    ``penalty_scaling``: see :func:`pysbnn.train.penalty_scale`.
+    """
     return {"dataset": args.dataset, "train_size": args.train_size, "width": args.width,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
             "init": args.init, "init_scale": args.init_scale, "augment": bool(args.augment),
             "mixup": args.mixup, "domain": domain, "target_ec": ec, "gamma": gamma,
-            "penalty_threshold": penalty_threshold(ec), "num_classes": num_classes,
-            "in_channels": in_channels}
+            "penalty_threshold": penalty_threshold(ec), "penalty_scaling": penalty_scaling,
+            "num_classes": num_classes, "in_channels": in_channels}
 
 
-def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backend="auto"):
+def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backend="auto", verbose=True):
     """Load ``models_dir/tag.npz`` if it was trained with ``config``, else train and save it.
 
-    Returns ``(model, info)`` with ``info = {"acc", "ones", "seconds", "reused"}``.
+    ``data``: ``(x_train, y_train, x_test, y_test)``, or a function returning
+    it (called only when a model has to be trained).
+    Returns ``(model, info)``, ``info`` as :func:`_train_info` plus ``reused``.
     ``backend`` runs the training convolutions (it does not change the result
-    beyond float rounding, so it is not part of ``config``).
+    beyond float rounding, so it is not part of ``config``); ``verbose``
+    prints fit's per-epoch lines.
     Training writes an epoch checkpoint ``tag.ckpt.npz`` (resumed after an
     interruption) and deletes it once the model is saved.
     """
-    xtr, ytr, xte, yte = data
     path = os.path.join(models_dir, f"{tag}.npz")
     digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     ckpt = os.path.join(models_dir, f"{tag}-{digest}.ckpt.npz")       # one per configuration
@@ -187,25 +194,72 @@ def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backe
             log(f"  {path} was trained with other settings; retraining")
     if retrain and os.path.exists(ckpt):
         os.remove(ckpt)
+    xtr, ytr, xte, yte = data() if callable(data) else data
     model = resnet18(num_classes=config["num_classes"], in_channels=config["in_channels"],
                      width=config["width"], domain=config["domain"], seed=config["seed"],
                      init=config["init"], init_scale=config["init_scale"]).set_backend(backend)
     os.makedirs(models_dir, exist_ok=True)
     t0 = time.perf_counter()
-    fit(model, xtr, ytr, epochs=config["epochs"], batch_size=config["batch_size"],
-        lr=config["lr"], seed=config["seed"], target_ec=config["target_ec"],
-        gamma=config["gamma"], penalty_threshold=config["penalty_threshold"],
-        mixup_alpha=config["mixup"], augment=random_crop_flip if config["augment"] else None,
-        checkpoint=ckpt, verbose=True)
+    history = fit(model, xtr, ytr, epochs=config["epochs"], batch_size=config["batch_size"],
+                  lr=config["lr"], seed=config["seed"], target_ec=config["target_ec"],
+                  gamma=config["gamma"], penalty_threshold=config["penalty_threshold"],
+                  penalty_scaling=config.get("penalty_scaling", "none"), mixup_alpha=config["mixup"],
+                  augment=random_crop_flip if config["augment"] else None, checkpoint=ckpt,
+                  verbose=verbose)
     seconds = time.perf_counter() - t0
     _, acc = evaluate(model, xte, yte)
-    ones = fraction_of_ones([c.params["weight"] for c in binary_conv_layers(model)])
-    info = {"acc": float(acc), "ones": float(ones), "seconds": seconds, "reused": False}
+    info = _train_info(model, history, acc, seconds, config)
     save_model(model, path, extra={"config": config, "info": info})
     if os.path.exists(ckpt):
         os.remove(ckpt)
-    log(f"  test accuracy {acc:.4f}, ones {ones:.4f}, {seconds:.0f} s; saved {path}")
-    return model, info
+    log(f"  test accuracy {acc:.4f}, ones {info['ones']:.4f}, {seconds:.0f} s; saved {path}")
+    return model, dict(info, reused=False)
+
+
+def _train_info(model, history, acc, seconds, config):
+    """What a sweep reports of one trained model (all JSON numbers).
+
+    ``acc``, ``ones`` (fraction of ones of the binary convs), ``seconds``;
+    ``push``: mean over the penalised epochs of the history's ``push``
+    (:func:`pysbnn.train.penalty_push`, 0 without penalty); ``xi``: median
+    over the binary convs of the final xi of Eq. 4 (-0.5 for {-beta, +beta},
+    0 for {0, beta}); ``target_epoch``: first epoch (1-based) that ended
+    within the gamma rule's threshold of the target, None if none did.
+    """
+    convs = binary_conv_layers(model)
+    ones = fraction_of_ones([c.params["weight"] for c in convs])
+    pushes = [row["push"] for row in history if row.get("push")]
+    xis = [c.xi_eta()[0] for c in convs if c.tau_phi()[0] != 0]
+    ec = config["target_ec"]
+    reached = [row["epoch"] + 1 for row in history
+               if ec is not None and row["ones"] <= ec + config["penalty_threshold"]]
+    return {"acc": float(acc), "ones": float(ones), "seconds": seconds,
+            "push": float(np.mean(pushes)) if pushes else 0.0,
+            "xi": float(np.median(xis)) if xis else float("nan"),
+            "target_epoch": reached[0] if reached else None}
+
+
+@functools.lru_cache(maxsize=2)
+def _subset(dataset, data_dir, train_size, test_size, seed):
+    args = argparse.Namespace(dataset=dataset, data_dir=data_dir, train_size=train_size,
+                              test_size=test_size, seed=seed)
+    return load_data(args)[:4]
+
+
+def train_job(job):
+    """One training of a sweep, as a picklable function of a JSON-like ``job`` dict.
+
+    ``job``: ``tag``, ``config`` (:func:`run_config`), ``data`` (``dataset``,
+    ``data_dir``, ``train_size``, ``test_size``, ``seed`` of :func:`load_data`),
+    ``models`` (directory), ``retrain``, ``backend``. Quiet; returns the
+    ``info`` of :func:`train_or_load`. Everything random comes from the
+    config's seed, so the result does not depend on the process that runs it.
+    The data subset is loaded only when a model must be trained, and cached per process.
+    """
+    _, info = train_or_load(job["tag"], job["config"], lambda: _subset(**job["data"]), job["models"],
+                            job.get("retrain", False), log=lambda *a: None,
+                            backend=job.get("backend", "auto"), verbose=False)
+    return info
 
 
 def cli(main_fn, argv=None):

@@ -239,17 +239,6 @@ def binary_conv3x3_backward(dout, cache, input_grad=True, quantizer=None, x=None
 
 
 # ----------------------------------------------------------------- batchnorm
-class _FusedBatchNorm(NamedTuple):
-    """What the kernel backward of batchnorm needs: the input itself, not ``xhat``."""
-    x2: np.ndarray
-    mean: np.ndarray
-    inv_std: np.ndarray
-    gamma: np.ndarray
-    training: bool
-    shape: tuple
-    threads: int
-
-
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
                       momentum=0.1, eps=1e-5, backend="numpy"):
     """Batch normalisation over every axis but the last (features / channels).
@@ -271,13 +260,13 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
     if training and m < 2:
         raise ValueError("batchnorm: training needs more than one value per channel")
     if resolve_backend(backend) == "numba":
-        return _batchnorm_forward_fused(x, x2, gamma, beta, running_mean, running_var, training,
-                                        momentum, eps, num_threads(backend, x2.size, PARALLEL_MIN_ELEMENTS))
+        return kbn.fused_forward(x, x2, gamma, beta, running_mean, running_var, training,
+                                 momentum, eps, num_threads(backend, x2.size, PARALLEL_MIN_ELEMENTS))
     if training:
         mean = x2.mean(axis=0)
         xc = x2 - mean
         var = (xc * xc).mean(axis=0)
-        _update_running(running_mean, running_var, mean, var, m, momentum)
+        kbn.update_running(running_mean, running_var, mean, var, m, momentum)
     else:
         xc = x2 - running_mean
         var = running_var
@@ -287,36 +276,10 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, training,
     return out.reshape(x.shape), (xhat, inv_std, gamma, training, x.shape)
 
 
-def _update_running(running_mean, running_var, mean, var, m, momentum):
-    running_mean *= 1 - momentum
-    running_mean += momentum * mean
-    running_var *= 1 - momentum
-    running_var += momentum * var * (m / (m - 1))
-
-
-def _batchnorm_forward_fused(x, x2, gamma, beta, running_mean, running_var, training,
-                             momentum, eps, threads):
-    x2 = np.ascontiguousarray(x2)
-    m = x2.shape[0]
-    if training:
-        s1, _ = kbn.channel_sums(x2, x2, threads=threads)
-        mean = s1 / m
-        s1, s2 = kbn.channel_sums(x2, x2, mean, mean, threads=threads)
-        mean, var = mean + s1 / m, s2 / m
-        _update_running(running_mean, running_var, mean.astype(running_mean.dtype),
-                        var.astype(running_var.dtype), m, momentum)
-    else:
-        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
-    inv_std = 1.0 / np.sqrt(var + eps)
-    a = gamma * inv_std
-    out = kbn.channel_affine(x2, a, x2, np.zeros_like(a), beta - mean * a, threads)
-    return out.reshape(x.shape), _FusedBatchNorm(x2, mean, inv_std, gamma, training, x.shape, threads)
-
-
 def batchnorm_backward(dout, cache):
     """Gradients of :func:`batchnorm_forward`: returns ``dx, dgamma, dbeta``."""
-    if isinstance(cache, _FusedBatchNorm):
-        return _batchnorm_backward_fused(dout, cache)
+    if isinstance(cache, kbn.FusedCache):
+        return kbn.fused_backward(dout, cache)
     xhat, inv_std, gamma, training, shape = cache
     d2 = dout.reshape(xhat.shape)
     dgamma = (d2 * xhat).sum(axis=0)
@@ -327,16 +290,6 @@ def batchnorm_backward(dout, cache):
     else:
         dx = dxhat * inv_std
     return dx.reshape(shape), dgamma, dbeta
-
-
-def _batchnorm_backward_fused(dout, cache):
-    x2, mean, inv_std, gamma, training, shape, threads = cache
-    d2 = np.ascontiguousarray(dout.reshape(x2.shape), dtype=x2.dtype)
-    s_d, s_dxc = kbn.channel_sums(d2, x2, 0.0, mean, threads=threads)
-    k, l, e, dgamma, dbeta = kbn.backward_coefficients(s_d, s_dxc, mean, inv_std, gamma,
-                                                       x2.shape[0], training)
-    dx = kbn.channel_affine(d2, k, x2, l, e, threads)
-    return dx.reshape(shape), dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)
 
 
 # --------------------------------------------------------------- activations

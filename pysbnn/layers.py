@@ -10,50 +10,11 @@ import numpy as np
 
 from . import functional as F
 from .kernels.jit import check_backend
+from . import validation
+from .params import as_generator, parameter_version, parameters_changed  # noqa: F401  (their home was here)
+from .validation import ANY, InputSpec, check_positive_int, conv_geometry
 
 LAYER_REGISTRY = {}
-
-_PARAMETER_VERSION = [0]
-
-
-def parameters_changed():
-    """Drop every cache derived from parameters (binarized weights of inference).
-
-    The optimisers, ``load_model`` / checkpoint loading, ``astype`` and latent
-    clipping call it; call it (or ``layer.parameters_changed()``) after
-    editing parameter arrays in place by hand.
-    """
-    _PARAMETER_VERSION[0] += 1
-
-
-def parameter_version():
-    """A counter that :func:`parameters_changed` advances."""
-    return _PARAMETER_VERSION[0]
-
-
-def as_generator(rng):
-    """``None``/int seed/Generator -> ``np.random.Generator``."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(rng)
-
-
-def check_positive_int(name, value):
-    """Raise a ValueError naming ``name`` unless ``value`` is an int >= 1."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def conv_geometry(in_channels, out_channels, kernel_size, stride, padding):
-    """Validated ``(in_channels, out_channels, kernel_size, stride, padding)`` of a convolution."""
-    if isinstance(padding, bool) or not isinstance(padding, (int, np.integer)) or padding < 0:
-        raise ValueError(f"padding must be a non-negative integer, got {padding!r}")
-    return (check_positive_int("in_channels", in_channels),
-            check_positive_int("out_channels", out_channels),
-            check_positive_int("kernel_size", kernel_size),
-            check_positive_int("stride", stride), int(padding))
-
 
 class Layer:
     """Base class. Subclasses define ``forward`` and ``backward``."""
@@ -144,9 +105,8 @@ class Layer:
         return self
 
     def backward_params(self, dout):
-        """Fill ``grads`` from ``dout`` without the input gradient (the caller does
-        not need it, e.g. for the images fed to a network; :func:`pysbnn.fit`
-        calls it on the model). Layers without parameters do nothing; returns None."""
+        """Fill ``grads`` from ``dout`` without the input gradient (:func:`pysbnn.fit`: the
+        images need none). Layers without parameters do nothing; returns None."""
         if self.params:
             self.backward(dout)
 
@@ -155,9 +115,49 @@ class Layer:
             for key, value in layer.params.items():
                 layer.grads[key] = np.zeros_like(value)
 
+    # -- the boundary: what the model takes, checked once per public call ----
+    def input_spec(self, after=None):
+        """The :class:`~pysbnn.validation.InputSpec` this layer takes, given the spec
+        ``after`` of the layers behind it: ``in_features`` -> ``(n, in_features)``,
+        ``in_channels`` -> NHWC images; other layers keep the shape (take ``after``)."""
+        if hasattr(self, "in_features"):
+            return InputSpec((2,), features=self.in_features)
+        if hasattr(self, "in_channels"):
+            k, pad = getattr(self, "kernel_size", 1), getattr(self, "padding", 0)
+            return InputSpec((4,), channels=self.in_channels, min_side=max(1, k - 2 * pad))
+        return after or ANY
+
+    def output_features(self, features_in=None):
+        """Size of the last axis of the output (a classifier's number of classes),
+        given that of the input; None when the layer does not fix it."""
+        for attr in ("out_features", "out_channels", "num_features"):
+            if hasattr(self, attr):
+                return getattr(self, attr)
+        return features_in
+
+    def check_input(self, x, name="x", min_samples=1):
+        """``x`` as an ndarray, checked against :meth:`input_spec` (cached on first
+        use); TypeError/ValueError naming ``name`` (:mod:`pysbnn.validation`)."""
+        if "_input_spec" not in self.__dict__:
+            self._input_spec = self.input_spec() or ANY
+        return validation.check_input(name, x, self._input_spec, min_samples)
+
+    def num_classes(self):
+        """The size of the model's output (its classes), or None if the model does not fix it."""
+        if "_num_classes" not in self.__dict__:
+            self._num_classes = self.output_features()
+        return self._num_classes
+
+    def _forward(self, x, training=False):
+        """``forward`` without the boundary check: what containers call on
+        their children (leaves check nothing, so it is ``forward`` itself)."""
+        return self.forward(x, training=training)
+
     def predict(self, x, batch_size=1024):
-        """Class ids ``argmax(forward(x))`` computed in batches (inference mode)."""
-        out = [self.forward(x[i:i + batch_size], training=False).argmax(axis=-1)
+        """Class ids ``argmax(forward(x))`` in batches (inference mode); ``x`` checked once."""
+        x = self.check_input(x, min_samples=0)
+        batch_size = check_positive_int("batch_size", batch_size)
+        out = [self._forward(x[i:i + batch_size], training=False).argmax(axis=-1)
                for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
@@ -277,6 +277,9 @@ class BatchNorm(Layer):
     def get_config(self):
         return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
 
+    def input_spec(self, after=None):
+        return after or InputSpec((2, 4), channels=self.num_features)
+
     def forward(self, x, training=False):
         out, self._cache = F.batchnorm_forward(
             x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
@@ -332,6 +335,9 @@ class _Pool(Layer):
     def get_config(self):
         return dict(kernel_size=self.kernel_size, stride=self.stride)
 
+    def input_spec(self, after=None):
+        return InputSpec((4,), channels=after and after.channels, min_side=self.kernel_size)
+
 
 class MaxPool2d(_Pool):
     """Max pooling over k x k windows of NHWC input."""
@@ -358,6 +364,9 @@ class AvgPool2d(_Pool):
 class GlobalAvgPool(Layer):
     """Mean over the spatial axes: (n, h, w, c) -> (n, c)."""
 
+    def input_spec(self, after=None):
+        return InputSpec((4,), channels=after and (after.features or after.channels))
+
     def forward(self, x, training=False):
         self._shape = x.shape
         return x.mean(axis=(1, 2))
@@ -369,6 +378,12 @@ class GlobalAvgPool(Layer):
 
 class Flatten(Layer):
     """(n, ...) -> (n, prod(...))."""
+
+    def input_spec(self, after=None):
+        return InputSpec(None, features=after and after.features)
+
+    def output_features(self, features_in=None):
+        return None                          # prod(...) depends on the input's shape
 
     def forward(self, x, training=False):
         self._shape = x.shape
@@ -400,6 +415,17 @@ class Normalize(Layer):
 
     def get_config(self):
         return dict(mean=self.mean, std=self.std, scale=self.scale, flatten=self.flatten)
+
+    def input_spec(self, after=None):
+        """Images (n, h, w) or (n, h, w, c); the channels and, with ``flatten``,
+        the values per image are those the next layer takes."""
+        after = after or ANY
+        channels = after.channels or (len(self.mean) if len(self.mean) > 1 else None)
+        return InputSpec((3, 4) if channels in (None, 1) else (4,), channels=channels,
+                         features=after.features if self.flatten else None, min_side=after.min_side)
+
+    def output_features(self, features_in=None):
+        return None if self.flatten else features_in
 
     def forward(self, x, training=False):
         x = np.asarray(x)

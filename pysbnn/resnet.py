@@ -66,7 +66,8 @@ def resnet18(num_classes=10, in_channels=1, width=16, domain="learned", seed=0, 
     width : channels of the first stage; the stages have width, 2w, 4w, 8w
         (the paper's network has width 64)
     domain : binary domain of the 16 binary convs: ``"learned"`` (default, as
-        the reference code), ``"alpha_beta"``, ``"sym"`` or ``"zero_one"``
+        the reference code), ``"alpha_beta"``, ``"sym"`` or ``"zero_one"``, or a
+        config dict such as ``{"name": "alpha_beta", "grad": "exact"}``
     seed : fixes every initial weight
     quantizer : sign STE of the binary weights and inputs (``"ede"``: IR-Net's)
     mean, std : per-channel pixel statistics of :class:`Normalize` (default:

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import containers  # noqa: F401  (registers Sequential and Residual for loading)
 from .layers import LAYER_REGISTRY, parameters_changed
+from .validation import check_finite_model
 
 FORMAT_VERSION = 1
 
@@ -117,7 +118,9 @@ def save_model(model, path, extra=None, kind="model"):
     The file is written atomically and read back with ``allow_pickle=False``.
     ``extra`` is an optional JSON-serialisable dict stored alongside (e.g. the
     training history); :func:`load_model` returns it as ``model.extra``.
+    A model with a NaN/inf parameter or buffer is refused (ValueError naming the layer).
     """
+    check_finite_model(model, "save_model")
     meta = {"kind": kind, "format_version": FORMAT_VERSION, "spec": layer_spec(model),
             "extra": extra or {}}
     arrays = model_arrays(model)

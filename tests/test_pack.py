@@ -10,6 +10,7 @@ import pytest
 
 import pysbnn
 from pysbnn import analysis
+from pysbnn.packed import dispatch, mlp
 from pysbnn.packed.layers import Bits, PackedBinaryDense
 
 DOMAINS = ["sym", "alpha_beta", "learned", "zero_one"]
@@ -48,10 +49,22 @@ def small_cnn(domain, seed=0):
         pysbnn.GlobalAvgPool(), pysbnn.Dense(16, 3, rng=rng)])
 
 
-@pytest.mark.parametrize("batch", [5, 70])
+#: batches on both sides of every dispatch threshold and of one 512-sample block:
+#: the fused per-sample MLP kernel (below mlp.SMALL_BATCH), layer by layer with
+#: XNOR rows, the bit-sliced kernels with the threshold fused (from
+#: dispatch.SLICED_MIN_BATCH on, sparse layers)
+BATCHES = [(5, False), (mlp.SMALL_BATCH - 1, True), (mlp.SMALL_BATCH, False), (mlp.SMALL_BATCH, True),
+           (dispatch.SLICED_MIN_BATCH, True), (600, True)]
+
+
+@pytest.mark.parametrize("batch,sparse", BATCHES)
 @pytest.mark.parametrize("domain", DOMAINS)
-def test_packed_mlp_equals_float_simulation(domain, batch, backend):
-    model = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2), images(200))
+def test_packed_mlp_equals_float_simulation(domain, batch, sparse, backend):
+    """Dense or sparse hidden layer, at every kind of batch the dispatch tells apart."""
+    model = pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2)
+    if sparse:
+        sparsify(model.layers[3], 0.05)
+    model = trained_like(model, images(200))
     x = images(batch, seed=3)
     packed = pysbnn.pack(model, backend=backend)
     ref = model.forward(x, training=False)
@@ -63,9 +76,11 @@ def test_packed_mlp_equals_float_simulation(domain, batch, backend):
     first, hidden, last = packed.net.layers
     assert all(isinstance(l, PackedBinaryDense) for l in (first, hidden, last))
     assert first.output == hidden.output == "bits" and last.output == "affine"
-    h = first.forward(x)
-    assert isinstance(h, Bits) and h.layout == ("sliced" if batch >= 64 else "rows")
-    assert isinstance(hidden.forward(h), Bits)
+    h = first.forward(x)                 # in the layout the hidden layer's kernel reads
+    assert isinstance(h, Bits) and h.layout == ("sliced" if dispatch.uses_sliced(hidden, batch) else "rows")
+    bits = hidden.forward(h)
+    assert isinstance(bits, Bits)
+    assert 0 < bits.signs().mean() + 1 < 2        # the hidden bits are not all equal
 
 
 @pytest.mark.parametrize("domain", DOMAINS)
@@ -157,7 +172,7 @@ def test_counts_executed_equal_analytic():
 
     mlp = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
     sparsify(mlp.layers[3], 0.05)                    # sparse: the bit-sliced kernel runs
-    rows = pysbnn.count_bops(mlp, (4, 4), batch=64).layers
+    rows = pysbnn.count_bops(mlp, (4, 4), batch=dispatch.SLICED_MIN_BATCH).layers
     sparse, dense = mlp.layers[3], mlp.layers[5]
     for r, layer in zip(rows[1:], [sparse, dense]):
         assert r["bnn"] == 2 * layer.in_features * layer.out_features

@@ -29,7 +29,34 @@ def test_gather_kernel_equals_reference(B, K, M, density, seed, parallel):
     assert zt.dtype == np.int32 and zt.shape == (M, B)
     np.testing.assert_array_equal(zt.T, z_ref)
     np.testing.assert_array_equal(Q, Q_ref)
-    assert ops == ops_ref == int(w01.sum()) * B
+    assert ops_ref == int(w01.sum()) * B
+    assert ops == (_column_adds(x, M) if _takes_columns(x, w01) else ops_ref)
+
+
+@pytest.mark.parametrize("zeros", [0.0, 0.8, 1.0])
+def test_small_batches_take_the_cheaper_of_gather_and_columns(zeros):
+    """Batches below BLOCK_MIN_BATCH: per sample, the adds under the ones or, for
+    mostly-zero inputs and dense weights, the weight columns of the non-zero pixels."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(1, 256, (3 + 40 * (zeros == 0.8), 300)).astype(np.uint8)
+    x[rng.random(x.shape) < zeros] = 0
+    for density in (0.02, 0.6):
+        w01 = rng.random((40, 300)) < density
+        zt, Q, ops = gather.gather_dense(x, gather.prepare_gather(w01), backend="numba")
+        z_ref, Q_ref, _ = gather.gather_dense_reference(x, w01)
+        np.testing.assert_array_equal(zt.T, z_ref)
+        np.testing.assert_array_equal(Q, Q_ref)
+        assert ops == (_column_adds(x, 40) if _takes_columns(x, w01) else int(w01.sum()) * len(x))
+
+
+def _column_adds(x, M):
+    return int(np.count_nonzero(x)) * M
+
+
+def _takes_columns(x, w01):
+    """The rule of gather.strategy: the columns when they cost less."""
+    per_add = gather.COLUMN_ADDS if len(x) < gather.BLOCK_MIN_BATCH else 1
+    return _column_adds(x, len(w01)) < per_add * int(w01.sum()) * len(x)
 
 
 def test_gather_kernel_many_ones_do_not_overflow_16_bits(backend):
@@ -87,6 +114,66 @@ def test_threshold_kernel_equals_reference(layout, neuron_major, backend):
         bits = threshold.threshold_bits(z, q, th)
         np.testing.assert_array_equal(got, words.pack_bits(bits if layout == "rows" else bits.T))
         np.testing.assert_array_equal(ones, bits.sum(axis=1))
+
+
+def _fitted_threshold(rng, z_ref, q, z_bound, q_bound):
+    """A folded threshold whose bits split the samples (C near the median of z' + xi q)."""
+    M = z_ref.shape[1]
+    xi = float(rng.uniform(-1, 1))
+    A = rng.normal(0, 1, M) * rng.choice([1, -1, 0], M, p=[0.6, 0.3, 0.1])
+    u = z_ref + xi * q[:, None]
+    C = -A * (np.median(u, axis=0) + rng.normal(0, 2, M))
+    return fold.fixed_threshold(fold.Affine(A, xi, C), z_bound, q_bound)
+
+
+@given(B=st.sampled_from([1, 31, 32, 33, 63, 64, 65, 130, 200]), K=st.sampled_from([1, 63, 64, 65, 300]),
+       M=st.integers(1, 70), density=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+       zeros=st.sampled_from([0.0, 0.9]), seed=st.integers(0, 2**16), parallel=st.booleans())
+@SETTINGS
+def test_gather_with_threshold_equals_reference(B, K, M, density, zeros, seed, parallel):
+    """First layer, threshold fused: batch-sliced bits from the block path, row bits
+    from the column path (mostly-zero pixels), every sample's ones, at word edges."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (B, K)).astype(np.uint8)
+    x[rng.random(x.shape) < zeros] = 0
+    w01 = rng.random((M, K)) < density
+    z_ref, Q_ref, _ = gather.gather_dense_reference(x, w01)
+    th = _fitted_threshold(rng, z_ref, Q_ref, 255 * K, 255 * K)
+    plan = gather.prepare_gather(w01)
+    path, adds = gather.strategy(x, plan)
+    layout = {"blocks": "sliced", "columns": "rows"}.get(path)
+    if layout is None:
+        with pytest.raises(ValueError, match="no fused"):
+            gather.gather_bits(x, plan, th, "sliced", backend="numba")
+        return
+    bits, ones, ops = gather.gather_bits(x, plan, th, layout, backend="numba", parallel=parallel)
+    fired = threshold.threshold_bits(z_ref, Q_ref, th)
+    np.testing.assert_array_equal(bits, words.pack_bits(fired.T if layout == "sliced" else fired))
+    np.testing.assert_array_equal(ones, fired.sum(axis=1))
+    assert ops == adds
+
+
+@given(B=st.sampled_from([1, 63, 64, 65, 511, 512, 513, 1100]), K=st.sampled_from([5, 64, 300, 700]),
+       M=st.sampled_from([1, 63, 64, 65, 130]), density=st.sampled_from([0.01, 0.1, 0.5, 1.0]),
+       seed=st.integers(0, 2**16), parallel=st.booleans())
+@SETTINGS
+def test_sliced_with_threshold_equals_reference(B, K, M, density, seed, parallel):
+    """Hidden layer, threshold fused into the bit-sliced kernel: 512-sample blocks,
+    64-row blocks, 8 and 16 counter levels (700 ones), every sample's ones."""
+    from pysbnn.kernels import sliced
+    rng = np.random.default_rng(seed)
+    a = rng.random((B, K)) < 0.5
+    w01 = rng.random((M, K)) < density
+    xs = words.pack_bits(a.T)
+    q = 2 * a.sum(axis=1) - K
+    z_ref = 2 * (a.astype(np.int64) @ w01.T.astype(np.int64)) - w01.sum(axis=1)
+    th = _fitted_threshold(rng, z_ref, q, K, K)
+    bits, ones, ops = sliced.sbnn_sliced_bits(xs, words.pack_bits(w01), B, th, q, K=K, backend="numba",
+                                              parallel=parallel, return_ops=True)
+    fired = threshold.threshold_bits(z_ref, q, th)
+    np.testing.assert_array_equal(bits, words.pack_bits(fired.T))
+    np.testing.assert_array_equal(ones, fired.sum(axis=1))
+    assert ops == int(w01.sum()) * B
 
 
 def test_fixed_point_uses_the_whole_int32_range():

@@ -21,6 +21,8 @@ The NumPy reference is :func:`pysbnn.functional.batchnorm_forward` /
 ``batchnorm_backward`` (the same formulas with ``xhat`` materialised).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .jit import Twins
@@ -144,3 +146,56 @@ def channel_affine(x2, k, y2, l, e, threads=1):
     _TWINS["affine_par" if threads > 1 else "affine"](x2.reshape(-1), k, y2.reshape(-1), l, e,
                                                        out.reshape(-1))
     return out
+
+
+# ----------------------------------------------------------------------------
+# The two directions on the kernels (pysbnn.functional.batchnorm_forward /
+# batchnorm_backward call them with backend="numba")
+
+class FusedCache(NamedTuple):
+    """What :func:`fused_backward` needs: the input itself, not ``xhat``."""
+    x2: np.ndarray
+    mean: np.ndarray
+    inv_std: np.ndarray
+    gamma: np.ndarray
+    training: bool
+    shape: tuple
+    threads: int
+
+
+def update_running(running_mean, running_var, mean, var, m, momentum):
+    """PyTorch's running statistics update, in place (unbiased variance)."""
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * var * (m / (m - 1))
+
+
+def fused_forward(x, x2, gamma, beta, running_mean, running_var, training, momentum, eps, threads):
+    """``(out, FusedCache)``: batch normalisation of ``x`` (viewed as ``x2 (m, C)``)
+    in three passes (mean, centred sum of squares, affine) or one in eval mode."""
+    x2 = np.ascontiguousarray(x2)
+    m = x2.shape[0]
+    if training:
+        s1, _ = channel_sums(x2, x2, threads=threads)
+        mean = s1 / m
+        s1, s2 = channel_sums(x2, x2, mean, mean, threads=threads)
+        mean, var = mean + s1 / m, s2 / m
+        update_running(running_mean, running_var, mean.astype(running_mean.dtype),
+                       var.astype(running_var.dtype), m, momentum)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    a = gamma * inv_std
+    out = channel_affine(x2, a, x2, np.zeros_like(a), beta - mean * a, threads)
+    return out.reshape(x.shape), FusedCache(x2, mean, inv_std, gamma, training, x.shape, threads)
+
+
+def fused_backward(dout, cache):
+    """``(dx, dgamma, dbeta)`` of :func:`fused_forward` in two passes."""
+    x2, mean, inv_std, gamma, training, shape, threads = cache
+    d2 = np.ascontiguousarray(dout.reshape(x2.shape), dtype=x2.dtype)
+    s_d, s_dxc = channel_sums(d2, x2, 0.0, mean, threads=threads)
+    k, l, e, dgamma, dbeta = backward_coefficients(s_d, s_dxc, mean, inv_std, gamma, x2.shape[0], training)
+    dx = channel_affine(d2, k, x2, l, e, threads)
+    return dx.reshape(shape), dgamma.astype(gamma.dtype), dbeta.astype(gamma.dtype)

@@ -22,7 +22,8 @@ import numpy as np
 from .. import analysis
 from .intrinsics import scratch
 from .jit import Twins, resolve_backend
-from .words import n_words, unpack_batch_sliced, unpack_bits
+from .threshold import HELPERS, fires, shift_round, threshold_bits
+from .words import n_words, pack_last_axis, unpack_batch_sliced, unpack_bits
 from .xnor import as_words, prepared
 
 W = 8               # batch words per step (512 samples)
@@ -184,73 +185,115 @@ def _transpose8(S, j, l0, r):
     S[j, l0 + 4, r], S[j, l0 + 5, r], S[j, l0 + 6, r], S[j, l0 + 7, r] = x4, x5, x6, x7
 
 
-def _sliced_block(xb, indptr, idx, ones, levels, B, out, m0):
-    """z' of output rows ``m0 .. m0 + MB - 1`` for all samples; returns bit-ops.
-
-    For each 512-sample block ``c`` and row ``m``: the counters ``s`` (8 or 16
-    levels x 8 batch words, on the stack so they stay in registers) add the
-    activation words of the row's ones, 16 per carry-save tree; then they are
-    parked in ``S[word, level, row]``. Once the block's rows are done, the
-    counts are read out row-vectorised and ``z' = 2 count - ones`` is stored.
-    The bit-operations recorded are one per one-weight and valid sample.
-    """
-    m1 = min(m0 + MB, out.shape[1])
-    ones_blk = ones[m0:m1]               # slices: indices from 0 let LLVM use
-    nl = 4                               # plain vector loads instead of gathers
+def _depth(levels, m0, m1):
+    """Counter levels of rows ``m0 .. m1``: 8 or 16 (two fixed depths: loops unroll)."""
+    nl = 4
     for n in levels[m0:m1]:
         nl = max(nl, n)
-    nl = 8 if nl <= 8 else NL_MAX        # two fixed depths: loops fully unrolled
+    return 8 if nl <= 8 else NL_MAX
+
+
+def _count_block(xc, indptr, idx, m0, m1, nl, n_valid, S):
+    """Bit-sliced counts of rows ``m0 .. m1`` over one 512-sample block, as bytes.
+
+    For each row the counters ``s`` (8 or 16 levels x 8 batch words, on the
+    stack so they stay in registers) add the activation words of the row's
+    ones, 16 per carry-save tree; they are parked in ``S[word, level, row]``.
+    Then 8x8 bit transposes (vectorised over the rows) leave the count of
+    sample ``64 j + 8 p + a`` in byte ``p`` of ``S[j, a, r]`` (levels 0-7)
+    and of ``S[j, 8 + a, r]`` (levels 8-15).
+    """
     s = scratch(_STATE_WORDS, np.uint64)                       # one row: [level][word]
-    S = scratch(_BLOCK_WORDS, np.uint64).reshape((W, NL_MAX, MB))   # the block
+    for r in range(m1 - m0):
+        m = m0 + r
+        for t in range(nl * W):
+            s[t] = 0
+        # the level loops have constant bounds so that they unroll and
+        # the loop over the 8 batch words vectorises
+        if nl == 8:
+            for g in range(indptr[m], indptr[m + 1], GROUP):
+                ks = idx[g:g + GROUP]
+                for j in range(W):
+                    carry = _add16(s, xc, ks, j)
+                    for level in range(4, 8):
+                        t = s[level * W + j] & carry
+                        s[level * W + j] ^= carry
+                        carry = t
+        else:
+            for g in range(indptr[m], indptr[m + 1], GROUP):
+                ks = idx[g:g + GROUP]
+                for j in range(W):
+                    carry = _add16(s, xc, ks, j)
+                    for level in range(4, NL_MAX):
+                        t = s[level * W + j] & carry
+                        s[level * W + j] ^= carry
+                        carry = t
+        for j in range(W):
+            for level in range(nl):
+                S[j, level, r] = s[level * W + j]
+    for j in range((n_valid + 63) // 64):
+        for level0 in range(0, nl, 8):
+            for r in range(m1 - m0):             # vectorised over the rows
+                _transpose8(S, j, level0, r)
+
+
+def _count(S, j, a, shift, r, nl):
+    """The count of sample ``64 j + 8 (shift / 8) + a`` of row ``r`` (after :func:`_count_block`)."""
+    v = (S[j, a, r] >> shift) & _BYTE
+    if nl > 8:
+        v |= ((S[j, 8 + a, r] >> shift) & _BYTE) << _EIGHT
+    return np.int64(v)
+
+
+def _sliced_block(xb, indptr, idx, ones, levels, B, out, m0):
+    """z' (B, M) of output rows ``m0 .. m0 + MB - 1`` for all samples; returns bit-ops
+    (one per one-weight and valid sample)."""
+    m1 = min(m0 + MB, out.shape[1])
+    ones_blk = ones[m0:m1]               # slices: indices from 0 let LLVM use
+    nl = _depth(levels, m0, m1)          # plain vector loads instead of gathers
+    S = scratch(_BLOCK_WORDS, np.uint64).reshape((W, NL_MAX, MB))
     ops = 0
     for c in range(xb.shape[0]):         # 512 samples at a time
-        xc = xb[c]                       # (K + 1) * W words, [feature][word]
-        for r in range(m1 - m0):
-            m = m0 + r
-            for t in range(nl * W):
-                s[t] = 0
-            # the level loops have constant bounds so that they unroll and
-            # the loop over the 8 batch words vectorises (one zmm register)
-            if nl == 8:
-                for g in range(indptr[m], indptr[m + 1], GROUP):
-                    ks = idx[g:g + GROUP]
-                    for j in range(W):
-                        carry = _add16(s, xc, ks, j)
-                        for level in range(4, 8):
-                            t = s[level * W + j] & carry
-                            s[level * W + j] ^= carry
-                            carry = t
-            else:
-                for g in range(indptr[m], indptr[m + 1], GROUP):
-                    ks = idx[g:g + GROUP]
-                    for j in range(W):
-                        carry = _add16(s, xc, ks, j)
-                        for level in range(4, NL_MAX):
-                            t = s[level * W + j] & carry
-                            s[level * W + j] ^= carry
-                            carry = t
-            for j in range(W):
-                for level in range(nl):
-                    S[j, level, r] = s[level * W + j]
-            ops += ones_blk[r] * min(64 * W, B - 64 * W * c)
-        # bit-sliced counts -> integers: 8x8 bit transposes turn the 8 level
-        # words of a row into count bytes, then one shift + mask per output
         n_valid = min(64 * W, B - 64 * W * c)
-        for j in range((n_valid + 63) // 64):
-            for level0 in range(0, nl, 8):
-                for r in range(m1 - m0):             # vectorised over the rows
-                    _transpose8(S, j, level0, r)
-        for bl in range(n_valid):
+        _count_block(xb[c], indptr, idx, m0, m1, nl, n_valid, S)
+        for r in range(m1 - m0):
+            ops += ones_blk[r] * n_valid
+        for bl in range(n_valid):        # one shift + mask per output, vectorised over rows
             j, a, shift = bl // 64, bl % 8, np.uint64(8 * (bl % 64 // 8))
             out_b = out[64 * W * c + bl, m0:m1]
-            if nl == 8:
-                for r in range(m1 - m0):
-                    v = (S[j, a, r] >> shift) & _BYTE
-                    out_b[r] = 2 * np.int64(v) - ones_blk[r]
-            else:
-                for r in range(m1 - m0):
-                    v = ((S[j, a, r] >> shift) & _BYTE) | (((S[j, 8 + a, r] >> shift) & _BYTE) << _EIGHT)
-                    out_b[r] = 2 * np.int64(v) - ones_blk[r]
+            for r in range(m1 - m0):
+                out_b[r] = 2 * _count(S, j, a, shift, r, nl) - ones_blk[r]
+    return ops
+
+
+def _sliced_bits_block(xb, indptr, idx, ones, levels, B, T, d, F, t, bits, ones_b, m0):
+    """The threshold bits (``kernels.threshold.fires``) of rows ``m0 .. m0 + MB - 1``,
+    batch-sliced into ``bits`` (M, n_words(B)); each sample's ones among these rows
+    into ``ones_b`` (B,). Returns the bit-ops, as :func:`_sliced_block`."""
+    m1 = min(m0 + MB, bits.shape[0])
+    ones_blk, T_blk, d_blk = ones[m0:m1], T[m0:m1], d[m0:m1]
+    nl = _depth(levels, m0, m1)
+    S = scratch(_BLOCK_WORDS, np.uint64).reshape((W, NL_MAX, MB))
+    acc = scratch(MB, np.uint64)
+    ops = 0
+    for c in range(xb.shape[0]):
+        n_valid = min(64 * W, B - 64 * W * c)
+        _count_block(xb[c], indptr, idx, m0, m1, nl, n_valid, S)
+        for r in range(m1 - m0):
+            ops += ones_blk[r] * n_valid
+        for j in range((n_valid + 63) // 64):
+            for r in range(MB):
+                acc[r] = 0
+            for i in range(min(64, n_valid - 64 * j)):
+                a, shift, b = i % 8, np.uint64(8 * (i // 8)), 64 * (W * c + j) + i
+                tb, n = t[b], 0
+                for r in range(m1 - m0):             # vectorised over the rows
+                    bit = fires(2 * _count(S, j, a, shift, r, nl) - ones_blk[r], tb, T_blk[r], d_blk[r], F)
+                    acc[r] |= np.uint64(bit) << np.uint64(i)
+                    n += bit
+                ones_b[b] = n
+            for r in range(m1 - m0):
+                bits[m0 + r, W * c + j] = acc[r]
     return ops
 
 
@@ -264,9 +307,23 @@ def _sliced_parallel(xb, indptr, idx, ones, levels, B, out, ops):
         ops[blk] = _sliced_block(xb, indptr, idx, ones, levels, B, out, blk * MB)
 
 
-_TWINS = Twins({"sliced": _sliced_serial, "sliced_par": _sliced_parallel},
-               helpers=(_csa, _add4, _add16, _swap, _transpose8, _sliced_block),
-               inline=(_csa, _add4, _add16, _swap, _transpose8))
+def _bits_serial(xb, indptr, idx, ones, levels, B, T, d, F, t, bits, ones_part, ops):
+    for blk in range(ops.shape[0]):
+        ops[blk] = _sliced_bits_block(xb, indptr, idx, ones, levels, B, T, d, F, t, bits,
+                                      ones_part[blk], blk * MB)
+
+
+def _bits_parallel(xb, indptr, idx, ones, levels, B, T, d, F, t, bits, ones_part, ops):
+    for blk in prange(ops.shape[0]):
+        ops[blk] = _sliced_bits_block(xb, indptr, idx, ones, levels, B, T, d, F, t, bits,
+                                      ones_part[blk], blk * MB)
+
+
+_TWINS = Twins({"sliced": _sliced_serial, "sliced_par": _sliced_parallel,
+                "bits": _bits_serial, "bits_par": _bits_parallel},
+               helpers=HELPERS + (_csa, _add4, _add16, _swap, _transpose8, _depth, _count_block, _count,
+                                  _sliced_block, _sliced_bits_block),
+               inline=(fires, _csa, _add4, _add16, _swap, _transpose8, _count))
 
 _PAR_MIN_WORK = 1 << 16           # ones * ceil(B / 512) + B * M / 16
 
@@ -304,3 +361,37 @@ def sbnn_gemm_sliced(x_sliced, w, B, K=None, *, backend="auto", parallel=None,
         parallel = w.indices.shape[0] * xb.shape[0] + B * M // 16 >= _PAR_MIN_WORK and n_blocks > 1
     _TWINS["sliced_par" if parallel else "sliced"](xb, w.indptr, w.indices, w.ones, w.levels, B, z, counts)
     return (z, int(counts.sum())) if return_ops else z
+
+
+def sbnn_sliced_bits(x_sliced, w, B, th, q, K=None, *, backend="auto", parallel=None, return_ops=False):
+    r"""An SBNN layer with its BatchNorm + sign folded in, batch-sliced bits in and out.
+
+    The bits of ``dir * u_F >= T`` (:mod:`pysbnn.kernels.threshold`) for
+    ``z' = w01 @ x`` (:func:`sbnn_gemm_sliced`) and ``q`` (B,), tested as the
+    counts are read out: no integer matrix is stored and no bits repacked.
+
+    Returns ``(bits, ones[, ops])``: uint64 (M, n_words(B)) batch-sliced bits,
+    int64 (B,) ones per sample, and the bit-operations of :func:`sbnn_gemm_sliced`.
+    """
+    w = prepared(w, SlicedWeights, prepare_sliced, K)
+    x_sliced = np.asarray(x_sliced, dtype=np.uint64)
+    if x_sliced.shape != (w.K, n_words(B)):
+        raise ValueError("expected x_sliced (%d, %d), got %s" % (w.K, n_words(B), x_sliced.shape))
+    M = w.ones.shape[0]
+    if resolve_backend(backend) == "numpy":
+        z, ops = sbnn_sliced_reference(x_sliced, w.w_bits, B, w.K)
+        fired = threshold_bits(z, q, th)
+        out = (pack_last_axis(fired.T), fired.sum(axis=1).astype(np.int64))
+        return out + (int(ops),) if return_ops else out
+    n_blocks = (M + MB - 1) // MB
+    counts = np.zeros(n_blocks, np.int64)
+    xb = block_sliced(x_sliced, w.K).reshape(-1, (w.K + 1) * W)
+    t = shift_round(np.int64(th.XI) * np.asarray(q, np.int64), th.G - th.F)      # t_b, as sample_offset
+    bits = np.empty((M, n_words(B)), np.uint64)
+    ones_part = np.empty((n_blocks, B), np.int64)
+    if parallel is None:
+        parallel = w.indices.shape[0] * xb.shape[0] + B * M // 16 >= _PAR_MIN_WORK and n_blocks > 1
+    _TWINS["bits_par" if parallel else "bits"](xb, w.indptr, w.indices, w.ones, w.levels, B, th.T, th.dir,
+                                               th.F, t, bits, ones_part, counts)
+    out = (bits, ones_part.sum(axis=0))
+    return out + (int(counts.sum()),) if return_ops else out

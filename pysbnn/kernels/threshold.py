@@ -73,43 +73,56 @@ def threshold_bits(z_prime, q, th):
 # ----------------------------------------------------------------------------
 # Kernels
 
-def _sample_offsets(q, XI, G, F, t):
-    """``t[b] = round(XI q[b] / 2^(G - F))`` in int64."""
+def sample_offset(q, XI, G, F):
+    """``t_b = round(XI q_b / 2^(G - F))`` of one sample, int64 (kernel helper)."""
     s = G - F
+    v = np.int64(XI) * np.int64(q)
+    if s > 0:
+        return (v + (np.int64(1) << np.int64(s - 1))) >> np.int64(s)
+    return v << np.int64(-s)
+
+
+def fires(z, t, T, d, F):
+    """The bit of one output: ``d * ((z << F) + t) >= T`` (kernel helper).
+
+    int32 arithmetic is exact: ``fold.fixed_threshold`` bounds ``|z << F|``,
+    ``|t|`` and ``|u_F|`` by 2^30, and int32 lets loops over outputs vectorise.
+    """
+    u = (np.int32(z) << np.int32(F)) + np.int32(t)
+    return np.int32(d) * u >= np.int32(T)
+
+
+def _sample_offsets(q, XI, G, F, t):
     for b in range(q.shape[0]):
-        v = np.int64(XI) * np.int64(q[b])
-        if s > 0:
-            t[b] = (v + (np.int64(1) << np.int64(s - 1))) >> np.int64(s)
-        else:
-            t[b] = v << np.int64(-s)
+        t[b] = sample_offset(q[b], XI, G, F)
 
 
-def _rows_from(z, t, T, d, F, out, ones, b):
-    """Sample ``b``: the bits of its M outputs (z[b, m]) packed into ``out[b]``."""
-    M = z.shape[1]
+def emit_rows(z, t, T, d, F, out):
+    """The bits of one sample's outputs ``z`` (M,) (offset ``t``) packed into the
+    words ``out``; returns their number of ones (kernel helper)."""
+    M = z.shape[0]
     count = 0
-    for w in range(out.shape[1]):
+    for w in range(out.shape[0]):
         word = np.uint64(0)
         for r in range(min(64, M - 64 * w)):
             m = 64 * w + r
-            u = (np.int64(z[b, m]) << np.int64(F)) + t[b]
-            if np.int64(d[m]) * u >= np.int64(T[m]):
+            if fires(z[m], t, T[m], d[m], F):
                 word |= np.uint64(1) << np.uint64(r)
                 count += 1
-        out[b, w] = word
-    ones[b] = count
+        out[w] = word
+    return count
 
 
 def _pack_rows_serial(z, q, T, d, F, XI, G, out, ones, t):
     _sample_offsets(q, XI, G, F, t)
     for b in range(z.shape[0]):
-        _rows_from(z, t, T, d, F, out, ones, b)
+        ones[b] = emit_rows(z[b], t[b], T, d, F, out[b])
 
 
 def _pack_rows_parallel(z, q, T, d, F, XI, G, out, ones, t):
     _sample_offsets(q, XI, G, F, t)
     for b in prange(z.shape[0]):
-        _rows_from(z, t, T, d, F, out, ones, b)
+        ones[b] = emit_rows(z[b], t[b], T, d, F, out[b])
 
 
 def _sliced_from(zt, t, T, d, F, out, m):
@@ -118,8 +131,7 @@ def _sliced_from(zt, t, T, d, F, out, m):
     for j in range(out.shape[1]):
         word = np.uint64(0)
         for i in range(min(64, B - 64 * j)):
-            u = (np.int64(zt[m, 64 * j + i]) << np.int64(F)) + t[64 * j + i]
-            if np.int64(d[m]) * u >= np.int64(T[m]):
+            if fires(zt[m, 64 * j + i], t[64 * j + i], T[m], d[m], F):
                 word |= np.uint64(1) << np.uint64(i)
         out[m, j] = word
 
@@ -136,9 +148,12 @@ def _pack_sliced_parallel(zt, q, T, d, F, XI, G, out, t):
         _sliced_from(zt, t, T, d, F, out, m)
 
 
+#: the scalar helpers other kernels call (each registers them with its twins)
+HELPERS = (sample_offset, fires, emit_rows)
+
 _TWINS = Twins({"rows": _pack_rows_serial, "rows_par": _pack_rows_parallel,
                 "sliced": _pack_sliced_serial, "sliced_par": _pack_sliced_parallel},
-               helpers=(_sample_offsets, _rows_from, _sliced_from))
+               helpers=HELPERS + (_sample_offsets, _sliced_from), inline=(fires,))
 
 _PAR_MIN = 1 << 17          # outputs B * M from which two threads pay
 

@@ -10,10 +10,10 @@
 * 3x3 convolutions: Kernel B (:mod:`pysbnn.kernels.conv_sbnn`: K0 skipped,
   K1 as shifted copies); other kernel sizes an exact integer im2col product.
 
-Bits leave a folded layer in the layout their batch size calls for
-(``"sliced"`` from ``SLICED_MIN_BATCH`` samples on, ``"rows"`` below), packed
-by the threshold kernel in the same pass; a layer whose kernel wants the other
-layout transposes the bit matrix. Each weight layout ("plan") is prepared
+Bits leave a folded layer in the layout the next layer's kernel reads at
+that batch size (``"sliced"`` for the bit-sliced kernel, ``"rows"`` for the
+XNOR pass), packed by the threshold kernel in the same pass; a layer handed
+the other layout transposes the bit matrix. Each weight layout ("plan") is prepared
 once per layer and cached on it. Every function returns the operations its
 kernel executed, which ``count_bops`` reports.
 """
@@ -28,22 +28,38 @@ from .bits import Bits
 from .fold import affine_output
 
 #: batch size from which the bit-sliced dense kernel is used (and bits travel sliced) ...
-SLICED_MIN_BATCH = 64
+SLICED_MIN_BATCH = 128
 #: ... for layers with at most this fraction of ones (its work scales with
 #: the ones; one XNOR-popcount pass over all words wins for denser layers).
-SLICED_MAX_DENSITY = 0.25
+#: Both are the setting that loses least time over a grid of batches 16-1000 and
+#: densities 0.01-0.5, measured with benchmarks/bench_dispatch.py on a 2-core AMD
+#: EPYC Zen 3, AVX2, no AVX-512, 2026-12-01 (docs/benchmarks.md "Dispatch"); on
+#: another CPU run it: it prints what it measures next to these values.
+SLICED_MAX_DENSITY = 0.3
 
 
 def _plan(layer, kind, make):
-    plans = layer.__dict__.setdefault("_plans", {})
-    if kind not in plans:
-        plans[kind] = make()
-    return plans[kind]
+    """A weight layout of ``layer``, prepared once per parameter version."""
+    return layer.cached(kind, make)
 
 
-def layout_for(batch):
-    """The layout bits travel in for a batch of this size."""
+def uses_sliced(layer, batch):
+    """True when a +-1-input dense layer runs the bit-sliced kernel at this batch size."""
+    return batch >= SLICED_MIN_BATCH and density(layer) <= SLICED_MAX_DENSITY
+
+
+def layout_for(layer, batch):
+    """The layout ``layer`` emits its bits in: the one its consumer's kernel reads
+    (``layer.consumer``, set by ``PackedModel``), else the batch size's default."""
+    consumer = getattr(layer, "consumer", None)
+    if consumer is not None:
+        return "sliced" if uses_sliced(consumer, batch) else "rows"
     return "sliced" if batch >= SLICED_MIN_BATCH else "rows"
+
+
+def _fused_sliced(layer, batch):
+    """True when ``layer`` emits batch-sliced bits straight from its kernel (threshold fused)."""
+    return layer.output == "bits" and layout_for(layer, batch) == "sliced"
 
 
 def density(layer):
@@ -56,7 +72,7 @@ def _emit(layer, z, q, backend, neuron_major=False):
     if layer.output == "affine":
         return affine_output(z.T if neuron_major else z, q, layer.affine)
     B = len(q)
-    layout = layout_for(B)
+    layout = layout_for(layer, B)
     bits, ones = pack_threshold(z, q, layer.threshold, layout, neuron_major=neuron_major, backend=backend)
     return Bits(bits, layer.out_features, B, layout, ones)
 
@@ -69,6 +85,10 @@ def raw_dense(layer, x, backend="auto"):
         raise ValueError(f"expected inputs of {layer.in_features} values, got shape {x.shape}")
     if x2.dtype == np.uint8:
         plan = _plan(layer, "gather", lambda: gather.prepare_gather(layer.ones_rows()))
+        layout = layout_for(layer, len(x2))
+        if layer.output == "bits" and (gather.strategy(x2, plan)[0], layout) in gather.FUSED:
+            bits, ones, ops = gather.gather_bits(x2, plan, layer.threshold, layout, backend=backend)
+            return Bits(bits, layer.out_features, len(x2), layout, ones), ops
         zt, Q, ops = gather.gather_dense(x2, plan, backend=backend)
         return _emit(layer, zt, Q, backend, neuron_major=True), ops
     x64 = x2.astype(np.float64)
@@ -86,17 +106,22 @@ def binary_dense(layer, x, backend="auto"):
         rows = words.pack_signs(x, backend)
         x = Bits(rows, K, len(x), "rows", words.popcount_numpy(rows).sum(axis=1))
     n, q = x.n, 2 * x.ones - K
-    if n >= SLICED_MIN_BATCH and density(layer) <= SLICED_MAX_DENSITY:
+    if uses_sliced(layer, n):
         plan = _plan(layer, "sliced", lambda: sliced.prepare_sliced(layer.words, K))
-        z, ops = sliced.sbnn_gemm_sliced(x.as_layout("sliced", backend).words, plan, n,
-                                         backend=backend, return_ops=True)
+        xs = x.as_layout("sliced", backend).words
+        if _fused_sliced(layer, n):
+            bits, ones, ops = sliced.sbnn_sliced_bits(xs, plan, n, layer.threshold, q, backend=backend,
+                                                      return_ops=True)
+            return Bits(bits, layer.out_features, n, "sliced", ones), int(ops)
+        z, ops = sliced.sbnn_gemm_sliced(xs, plan, n, backend=backend, return_ops=True)
     else:
         # w01 . x = (s . x + q) / 2 with s = 2 w01 - 1 in {-1,+1}: one XNOR-popcount
         # pass over all words (exact integers), the fastest path for dense layers.
         plan = _plan(layer, "xnor", lambda: xnor.prepare_xnor(layer.words, K))
         s_dot_x, ops = xnor.xnor_gemm(x.as_layout("rows", backend).words, plan, backend=backend,
                                       return_ops=True)
-        z = ((s_dot_x + q[:, None]) // 2).astype(np.int32)
+        s_dot_x += q[:, None].astype(np.int32)          # even: the shift divides exactly
+        z = s_dot_x >> 1
     return _emit(layer, z, q, backend), int(ops)
 
 

@@ -26,6 +26,7 @@ from ..kernels.jit import check_backend
 from ..kernels.threshold import FixedThreshold, threshold_bits
 from ..layers import Layer
 from ..quantizers import sign
+from ..validation import InputSpec
 from . import dispatch
 from .bits import Bits
 from .fold import Affine, affine_output
@@ -56,16 +57,18 @@ class _PackedBinary(Layer):
         """Store the {0,1} rows (out, fan_in) and the domain scalars."""
         self.buffers["w01"][...] = words.pack_bits(w01_rows)
         self.buffers["xi_eta"][...] = [xi, eta]
-        self.__dict__.pop("_plans", None)
+        self.parameters_changed()
 
     def set_affine(self, aff):
         """The folded float output ``A (z' + xi q) + C`` (:class:`fold.Affine`)."""
         self.buffers["A"][...], self.buffers["C"][...] = aff.A, aff.C
+        self.parameters_changed()
 
     def set_threshold(self, th):
         """The folded integer test (:class:`kernels.threshold.FixedThreshold`)."""
         self.buffers["T"][...], self.buffers["dir"][...] = th.T, th.dir
         self.buffers["fixed"][...] = [th.F, th.XI, th.G]
+        self.parameters_changed()
 
     @property
     def words(self):
@@ -83,13 +86,15 @@ class _PackedBinary(Layer):
     @property
     def threshold(self):
         """The folded :class:`FixedThreshold` (``output == "bits"``)."""
-        F, XI, G = (int(v) for v in self.buffers["fixed"])
-        return FixedThreshold(self.buffers["T"], self.buffers["dir"], F, XI, G)
+        def make():
+            F, XI, G = (int(v) for v in self.buffers["fixed"])
+            return FixedThreshold(self.buffers["T"], self.buffers["dir"], F, XI, G)
+        return self.cached("threshold", make)
 
     @property
     def affine(self):
         """The folded :class:`fold.Affine` (``output == "affine"``)."""
-        return Affine(self.buffers["A"], self.xi, self.buffers["C"])
+        return self.cached("affine", lambda: Affine(self.buffers["A"], self.xi, self.buffers["C"]))
 
     def ones_rows(self):
         """{0,1} weights as uint8 rows (out, fan_in)."""
@@ -133,6 +138,10 @@ class PackedBinaryDense(_PackedBinary):
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
                     binarize_input=self.binarize_input, output=self.output, folded_bn=self.folded_bn)
+
+    def input_spec(self, after=None):
+        """Raw inputs (its Normalize folded in) may be any (n, ...) of ``in_features`` values."""
+        return InputSpec((2,) if self.binarize_input else None, features=self.in_features)
 
     def forward(self, x, training=False):
         if self.binarize_input:

@@ -20,7 +20,8 @@ from ..binary import BinaryConv2d, BinaryDense
 from ..containers import Residual, Sequential
 from ..kernels.jit import check_backend
 from ..layers import BatchNorm, Conv2d, HardTanh, Layer, Normalize
-from . import fold, storage
+from ..validation import check_finite_model, check_positive_int
+from . import fold, mlp, storage
 from .bits import Bits
 from .layers import PackedBinaryConv2d, PackedBinaryDense
 from .residual import PackedResidualUnit, fold_shortcut, is_unit
@@ -118,6 +119,7 @@ def pack(model, backend="auto"):
         return model.with_backend(backend)
     if not isinstance(model, Layer):
         raise TypeError(f"pack expects a pysbnn model, got {type(model).__name__}")
+    check_finite_model(model, "pack")
     root = _pack_layer(model)
     return PackedModel(root if isinstance(root, Sequential) else Sequential([root])).with_backend(backend)
 
@@ -131,6 +133,10 @@ class PackedModel:
 
     def __init__(self, net):
         self.net = net
+        for layers in (l.layers for _, l in net.named_layers() if isinstance(l, Sequential)):
+            for a, b in zip(layers, layers[1:]):           # bits go out as the next kernel reads them
+                if isinstance(a, PackedBinaryDense) and isinstance(b, PackedBinaryDense):
+                    a.consumer = b
 
     def with_backend(self, backend):
         """Run the packed layers on ``backend`` (``"auto" | "numba" | "numpy"``); returns self."""
@@ -139,12 +145,22 @@ class PackedModel:
 
     def forward(self, x):
         """Logits (n, classes) for inputs as the original model takes them."""
-        out = self.net.forward(x, training=False)
+        return self._forward(self.net.check_input(x))
+
+    def _forward(self, x):
+        layers = self.__dict__.get("_chain", ())
+        if layers == ():
+            layers = self._chain = mlp.chain(self.net)
+        if mlp.usable(layers, x):
+            return mlp.forward(layers, x)               # small batches: one fused kernel call
+        out = self.net._forward(x, training=False)
         return out.signs() if isinstance(out, Bits) else out
 
     def predict(self, x, batch_size=1024):
         """Class ids ``argmax(forward(x))``, in batches."""
-        out = [self.forward(x[i:i + batch_size]).argmax(axis=-1) for i in range(0, len(x), batch_size)]
+        x = self.net.check_input(x, min_samples=0)
+        batch_size = check_positive_int("batch_size", batch_size)
+        out = [self._forward(x[i:i + batch_size]).argmax(axis=-1) for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
     def packed_layers(self):
@@ -154,7 +170,9 @@ class PackedModel:
 
     def save(self, path):
         """Write an ``.npz`` (no pickle), atomically, the binary weights coded near
-        their entropy bound (:mod:`pysbnn.packed.storage`, ``docs/format.md``)."""
+        their entropy bound (:mod:`pysbnn.packed.storage`, ``docs/format.md``).
+        A NaN/inf array is refused (ValueError naming the layer)."""
+        check_finite_model(self.net, "PackedModel.save")
         storage.save_packed(self.net, self.packed_layers(), path)
 
     def storage_report(self):

@@ -78,9 +78,7 @@ class PackedResidualUnit(Layer):
             raise ValueError(f"expected {conv.in_channels} channels, got input of shape {np.shape(x)}")
         planes, ones = residual.pack_planes_counting(h, backend)
         q = residual.window_sums((2 * ones - C).reshape(n, H, W), conv.stride, conv.padding)
-        plan = conv.__dict__.setdefault("_plans", {}).get("conv3x3")
-        if plan is None:
-            plan = conv._plans["conv3x3"] = SbnnConvPlan(conv.ones_kernels(), binary=True)
+        plan = conv.cached("conv3x3", lambda: SbnnConvPlan(conv.ones_kernels(), binary=True))
         zbuf, R, ops = sbnn_conv3x3_buffer(planes, plan, H, W, conv.stride, conv.padding, backend=backend)
         aff = conv.affine
         out = residual.unit_output(zbuf, R, q, aff.A, aff.xi, aff.C, self._shortcut(h), self.clip,
