@@ -37,14 +37,22 @@ import os
 import sys
 import time
 
-import numpy as np
+# One thread for numba and OpenBLAS unless you set them: on the shared 2-core host
+# (load ~5) a 60,000-image epoch took 97 s with two threads and 25 s with one (a
+# parallel region's workers wait at every barrier for a core another process holds).
+# On a machine of your own, NUMBA_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 may pay.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import pysbnn
-from pysbnn.entropy import SparsityTarget, binary_entropy
-from pysbnn.recipe import MLP_GAMMA, penalty_threshold, short_run_gamma
+import numpy as np  # noqa: E402
+
+import pysbnn  # noqa: E402
+from pysbnn.entropy import SparsityTarget, binary_entropy  # noqa: E402
+from pysbnn.recipe import MLP_GAMMA, penalty_threshold, short_run_gamma  # noqa: E402
 
 #: Optimiser steps per model that cap the number of epochs (see the module docstring).
 STEP_BUDGET = 7500
+
 
 class OneLineErrors(argparse.ArgumentParser):
     """Bad arguments: one line on stderr and exit code 2 (no usage dump)."""
