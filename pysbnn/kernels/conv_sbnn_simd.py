@@ -62,6 +62,13 @@ def _add_counter(digits, load, store, X, A, O):
     return cy
 
 
+def group_padding(count):
+    """Zero planes to append to ``count`` planes so that :func:`csa15_add` takes them:
+    whole groups of 15 and at most one last group of 7."""
+    rem = count % GROUP
+    return 0 if rem == 0 else (7 - rem if rem <= 7 else GROUP - rem)
+
+
 def csa15_add(T, offs, m0, m1, n8, C, L):
     """Add the tap planes starting at ``T[offs[m]]`` (m0 <= m < m1; n8 vectors
     of 8 words each) into the L-level bit-sliced counter whose level j is
