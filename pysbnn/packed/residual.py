@@ -77,7 +77,7 @@ class PackedResidualUnit(Layer):
         if C != conv.in_channels:
             raise ValueError(f"expected {conv.in_channels} channels, got input of shape {np.shape(x)}")
         planes, ones = residual.pack_planes_counting(h, backend)
-        q = residual.window_sums((2 * ones - C).reshape(n, H, W), conv.stride, conv.padding)
+        q = residual.window_sums((2 * ones - C).reshape(n, H, W), conv.stride, conv.padding, backend)
         plan = conv.cached("conv3x3", lambda: SbnnConvPlan(conv.ones_kernels(), binary=True))
         zbuf, R, ops = sbnn_conv3x3_buffer(planes, plan, H, W, conv.stride, conv.padding, backend=backend)
         aff = conv.affine
