@@ -33,6 +33,10 @@ def test_lanes_round_trip_and_padding(n):
     x, h = stream(rng, n, 3, 4, 5)
     assert h.shape == (lanes.n_lanes(n) // 64, 3, 20, 64) and h.dtype == np.float32
     np.testing.assert_array_equal(lanes.from_lanes(h, n, 4, 5), x)
+    for parallel in (False, True):                         # the kernels equal the NumPy references
+        np.testing.assert_array_equal(lanes.to_lanes(x, "numba", parallel), lanes.to_lanes_numpy(x))
+        np.testing.assert_array_equal(lanes.from_lanes(h, n, 4, 5, "numba", parallel),
+                                      lanes.from_lanes_numpy(h, n, 4, 5))
     assert not h.transpose(0, 3, 2, 1).reshape(-1, 20, 3)[n:].any()       # padding lanes are zero
     assert h[0, 2, 7, 0] == x[0, 1, 2, 2]                                  # [g, c, y W + x, j]
 
@@ -163,3 +167,46 @@ def test_lane_kernels_run_uncompiled():
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# ------------------------------------------------------------------ the packed ResNet on lanes
+
+def _packed_resnet(density, backend):
+    import pysbnn
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_resnet import _trained_like_resnet
+    model, _ = _trained_like_resnet(density, width=8)
+    return model, pysbnn.pack(model, backend=backend)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.5])
+def test_packed_resnet_lanes_equal_images_and_float(density, backend, monkeypatch):
+    """From LANES_MIN_BATCH images on, the units run on lanes and hand each other sign
+    planes. Through the identity-shortcut units of stage 1 the stream equals the image
+    path's bit for bit; after them the 1x1 shortcuts' GEMMs (BLAS on other shapes) and the
+    pooling sum in other orders, so the logits agree to float32 rounding. Predictions equal
+    the float simulation's, executed op counts the analytic ones."""
+    from pysbnn.containers import Sequential
+    from pysbnn.packed import residual
+    from pysbnn.resnet import binary_conv_layers
+    if JIT_OFF and backend == "numba":
+        pytest.skip("the uncompiled lane kernels take minutes on 70 images (covered by the small cases)")
+    model, packed = _packed_resnet(density, backend)
+    units = [l for _, l in packed.net.named_layers() if isinstance(l, residual.PackedResidualUnit)]
+    assert [u.emits for u in units] == [True] * 15 + [False]
+    n = 70                                                  # two lane groups, the second mostly padding
+    x = np.random.default_rng(1).integers(0, 256, (n, 28, 28)).astype(np.uint8)
+    assert n >= residual.LANES_MIN_BATCH
+    stage1 = Sequential(packed.net.layers[:3])              # Normalize, stem, 4 units
+    lane_stream = np.asarray(stage1.forward(x))
+    lane_logits = packed.forward(x)
+    lane_ops = [u.conv.last_ops for u in units]
+    monkeypatch.setattr(residual, "LANES_MIN_BATCH", 10 ** 9)
+    np.testing.assert_array_equal(stage1.forward(x), lane_stream)
+    np.testing.assert_allclose(packed.forward(x), lane_logits, rtol=1e-5, atol=1e-5)
+    assert [u.conv.last_ops for u in units] == lane_ops
+    positions = [784] * 4 + [196] * 4 + [49] * 4 + [16] * 4
+    want = [analysis.sbnn_conv_ops(c.ones(), n * p)["total"] for c, p in zip(binary_conv_layers(model), positions)]
+    assert lane_ops == want
+    monkeypatch.setattr(residual, "LANES_MIN_BATCH", 32)
+    np.testing.assert_array_equal(packed.predict(x), model.predict(x))
