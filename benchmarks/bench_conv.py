@@ -37,7 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _timing import host_load, interleaved_medians  # noqa: E402
+from _timing import cpu_header, host_load, interleaved_medians  # noqa: E402
 
 from pysbnn import analysis  # noqa: E402
 from pysbnn.kernels import conv_bnn, conv_layout, conv_sbnn  # noqa: E402
@@ -161,6 +161,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1, choices=(1, 2))
     args = ap.parse_args()
+    print(f"# {cpu_header()}")
     print(f"3x3 conv {C_IN}->{C_OUT}, {H}x{W}, stride 1, padding 1; interleaved medians;"
           f" {args.threads} thread(s); load average {host_load()}")
     print("vs f32 / vs A: speed-up over float32 BLAS / over the dense binary conv. PR K0/K1: the"

@@ -15,7 +15,10 @@ quoted (``_timing.interleaved_medians``):
   at weight densities 0.5, 0.1, 0.05, 0.01;
 * ``sbnn wordskip``     -- ``kernels.wordskip.sbnn_gemm`` (skips all-zero words);
 * ``... +pack`` rows    -- the same kernels starting from float activations
-  (sign-and-pack included), and the packing alone.
+  (sign-and-pack included), and the packing alone;
+* ``bnn-lab ... dense`` -- the nearest C/OpenMP peer's dense kernel, only when
+  bnn-lab happens to be installed (``bench_xnor_peer.py``; never a dependency),
+  its "vs xnor" measured against ``xnor_gemm`` in the same interleaved rounds.
 
 Kernels run on activations that are already packed, as between two binary
 layers; weights are prepared once (pack time). "GMAC/s" counts the B*K*M
@@ -37,7 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _timing import host_load, interleaved_medians  # noqa: E402
+from _timing import cpu_header, host_load, interleaved_medians  # noqa: E402
 
 from pysbnn.kernels import jit, sliced, words, wordskip, xnor  # noqa: E402
 
@@ -103,8 +106,9 @@ def dense_cases(quick=False, seed=0):
 
 
 import bench_conv  # noqa: E402  (3x3 conv rows: dense binary conv vs SBNN conv)
+import bench_xnor_peer  # noqa: E402  (bnn-lab's dense kernel, when it is installed)
 
-CASES = [dense_cases, bench_conv.conv_cases]
+CASES = [dense_cases, bench_conv.conv_cases, bench_xnor_peer.peer_cases]
 
 
 def _macs(row):
@@ -148,6 +152,11 @@ def check_targets(rows):
         report("xnor dense >= 15x faster than float32 BLAS at 64x4096x4096", "%.1fx" % ratio, ratio >= 15)
         rate = _macs(r) / r["seconds"]
         report("xnor dense >= 1.2 T binary MAC/s at 64x4096x4096", "%.2f T" % (rate / 1e12), rate >= 1.2e12)
+    for r in rows:
+        if r["kernel"].startswith("bnn-lab") and r["shape"] == "4096x4096" and r["batch"] == 64:
+            ratio = r["seconds"] / r["dense_binary_seconds"]
+            report("xnor dense at least as fast as %s at 64x4096x4096" % r["kernel"][:-6],
+                   "%.2fx" % ratio, ratio >= 1)
     for shape in ("4096x4096", "784x512"):
         r = _find(rows, "sbnn sliced", shape, 256, 0.05)
         if r is not None:
@@ -177,8 +186,9 @@ def main():
             limit = threadpool_limits(args.threads)
         except ImportError:
             print("threadpoolctl missing: BLAS keeps its own thread count")
-    print("backend: %s, numba threads: %s, BLAS threads: %s, host load before: %s"
-          % (jit.resolve_backend("auto"), threads, args.threads or "default", host_load()))
+    print("# %s" % cpu_header())
+    print("backend: %s, numba threads: %s, BLAS threads: %s"
+          % (jit.resolve_backend("auto"), threads, args.threads or "default"))
     rows = []
     with limit:
         for case in CASES:

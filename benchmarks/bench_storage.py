@@ -18,7 +18,9 @@ import zlib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from _timing import cpu_header  # noqa: E402
 from pysbnn.coding import golomb, kernelcode, rows  # noqa: E402
 from pysbnn.coding.layer import (candidate_sizes, decode_layer, encode_layer,  # noqa: E402
                                  entropy_bound_bytes, row_index, stored_bytes)
@@ -338,23 +340,12 @@ def index_cost():
     table(["layer", "method", "stored", "index bytes", "index / stored"], out)
 
 
-def cpu_features():
-    """The CPU model and its popcount-relevant flags, from /proc/cpuinfo."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown CPU"
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return f"{model}; " + " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512vpopcntdq"))
-
-
 def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", action="append", default=[], help="directory of *.packed.npz files")
     MODELS.extend(ap.parse_args(argv).models)
-    print(f"# {cpu_features()}; numpy {np.__version__}, python {sys.version.split()[0]}\n")
+    print(f"# {cpu_header()}\n")
     iid_tables()
     expected_redundancy()
     criterion_rates()

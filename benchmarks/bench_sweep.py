@@ -25,6 +25,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import cpu_header  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE1 = os.path.join(ROOT, "examples", "table1_domains.py")
 GRID = ["--grid", "paper", "--seeds", "2", "--train-size", "1500", "--test-size", "2000", "--epochs", "2"]
@@ -69,6 +72,7 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=2, help="ABBA pairs of runs (default 2)")
     p.add_argument("extra", nargs="*", help="more table1_domains.py options, after --")
     args = p.parse_args(argv)
+    print(f"# {cpu_header()}", flush=True)
     ceilings = [ceiling()]
     print(f"host ceiling before: two busy loops run {ceilings[0]:.2f}x faster side by side", flush=True)
     times, loads, accs = {1: [], 2: []}, [], {}

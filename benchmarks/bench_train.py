@@ -10,14 +10,15 @@ speed. Usage::
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pysbnn  # noqa: E402
+from _timing import cpu_header  # noqa: E402
 from pysbnn.functional import softmax_cross_entropy  # noqa: E402
 
 
@@ -107,8 +108,7 @@ def main(argv=None):
         have_torch = True
     except ImportError:
         have_torch = False
-    print(f"# {platform.node()} {platform.processor() or platform.machine()}, numpy {np.__version__}, "
-          f"{os.cpu_count()} cpus, batch {args.batch}, {args.samples} samples, medians of {args.repeats}")
+    print(f"# {cpu_header()}; batch {args.batch}, {args.samples} samples, medians of {args.repeats}")
     kinds = ["float", "bnn"] if args.model == "both" else [args.model]
     print(f"{'model':6s} {'pysbnn s':>9s} {'torch s':>9s} {'ratio':>7s}")
     for kind in kinds:

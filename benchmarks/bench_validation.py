@@ -13,7 +13,6 @@ two medians. Methods are timed in one process, interleaved, medians
 import argparse
 import contextlib
 import os
-import platform
 import sys
 
 import numpy as np
@@ -22,21 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import pysbnn  # noqa: E402
 from pysbnn import train  # noqa: E402
 from pysbnn.functional import softmax_cross_entropy  # noqa: E402
-from _timing import host_load, interleaved_medians  # noqa: E402
-
-
-def cpu_features(wanted=("avx2", "avx512f", "avx512vpopcntdq")):
-    """``{flag: bool}`` read from /proc/cpuinfo (empty where there is none), and the model name."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-    except OSError:
-        return {}, platform.processor()
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                 if line.startswith("model name")), platform.processor())
-    return {w: w in flags for w in wanted}, name
+from _timing import cpu_header, interleaved_medians  # noqa: E402
 
 
 def unchecked_predict(forward, x, batch_size=1024):
@@ -103,10 +88,7 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="threads for kernels and BLAS")
     args = ap.parse_args()
     limit = limit_threads(args.threads) if args.threads else contextlib.nullcontext()
-    flags, name = cpu_features()
-    print(f"CPU: {name}; " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()))
-    print(f"numpy {np.__version__}, python {platform.python_version()}, threads {args.threads or 'default'}, "
-          f"host load before {host_load()}")
+    print(f"# {cpu_header()}; threads {args.threads or 'default'}")
     print(f"{'call':40s} {'with us':>9s} {'without us':>11s} {'ratio':>6s} {'checks us':>10s} {'share':>6s}")
     with limit:
         rows = predict_rows(args.rounds) + [step_row(args.rounds)]

@@ -147,7 +147,7 @@ def measure(model, name, target, history, args, data):
 
 def warm_predict(model, x, repeats=3):
     """Predictions and the best seconds per image of ``repeats`` warm passes (compiled first)."""
-    model.predict(x[:64])                          # JIT compilation and caches, not timed
+    model.predict(x[:1024])                        # JIT compilation of the batch's kernels, not timed
     best, pred = float("inf"), None
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -5,9 +5,9 @@ Start with ``examples/mnist_sbnn.py``; ``docs/math.md`` maps every equation of
 the paper to the function that implements it and the test that checks it.
 
 The training floors are imported here; inference (``pack``, ``PackedModel``,
-``load_packed``) and the reports (``summary``, ``count_bops``,
-``kernel_histogram``) load on first use, so that ``import pysbnn`` (or
-``pysbnn.binary``) never imports ``pysbnn.packed``.
+``load_packed``), the reports (``summary``, ``count_bops``,
+``kernel_histogram``) and the C export (``export_c``) load on first use, so
+that ``import pysbnn`` (or ``pysbnn.binary``) never imports ``pysbnn.packed``.
 """
 
 import importlib
@@ -33,7 +33,7 @@ __all__ = [
     "Residual", "Sequential", "load_model", "save_model", "BinaryConv2d", "BinaryDense",
     "optimal_tau_phi", "SparsityTarget", "binary_entropy", "gamma_lambda",
     "inverse_binary_entropy", "sparsity_penalty", "binary_mlp", "mlp",
-    "PackedModel", "load_packed", "pack", "count_bops", "kernel_histogram", "summary",
+    "PackedModel", "load_packed", "pack", "count_bops", "kernel_histogram", "summary", "export_c",
     "SGD", "Adam", "clip_latent_weights", "cosine_lr", "DivergenceError", "evaluate", "fit",
     "random_crop_flip",
     "load_cifar10", "load_fashion_mnist", "load_mnist", "read_idx",
@@ -41,7 +41,8 @@ __all__ = [
 
 #: public names of the inference floors, imported on first access
 _LAZY = {"PackedModel": "packed.pack", "load_packed": "packed.pack", "pack": "packed.pack",
-         "count_bops": "report", "kernel_histogram": "report", "summary": "report"}
+         "count_bops": "report", "kernel_histogram": "report", "summary": "report",
+         "export_c": "export.c"}
 
 
 def __getattr__(name):

@@ -182,7 +182,12 @@ def _load_mnist_subset(path: Path, holdout: int, where: str, verbose: bool):
         bar = "=" * 78
         print(f"{bar}\npysbnn.data: USING THE 5,000-IMAGE MNIST SUBSET, NOT FULL MNIST\n"
               f"{message}\n{bar}", file=sys.stderr, flush=True)
-    return x[~is_test], y[~is_test], x[is_test], y[is_test]
+    # the CSV is sorted by class, MNIST's own files are not: a fixed shuffle makes
+    # every prefix (x_train[:2000]) hold all ten classes, as it would on MNIST
+    train, test = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+    rng = np.random.default_rng(0)
+    train, test = rng.permutation(train), rng.permutation(test)
+    return x[train], y[train], x[test], y[test]
 
 
 def load_mnist(data_dir=None, *, download=True, allow_subset=True, holdout=1000, verbose=True):

@@ -126,7 +126,22 @@ class Domain(abc.ABC):
         return f"{type(self).__name__}()"
 
 
-class Sym(Domain):
+class _Computed(Domain):
+    """A domain whose tau and phi are functions of ``w``, with a gradient
+    treatment ``grad`` (one of :data:`GRADS`): ``"exact"`` differentiates
+    through them, ``"ste"`` treats them as constants."""
+
+    def __init__(self, grad):
+        self.grad = _check_grad(grad)
+
+    def get_config(self):
+        return {"name": self.name, "grad": self.grad}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(grad={self.grad!r})"
+
+
+class Sym(_Computed):
     r"""{-beta, +beta} with :math:`\beta = \|\tilde{\mathbf w}\|_1 / N` (XNOR-Net [30], Table 1).
 
     Forward (``tau = beta``, ``phi = 0``):
@@ -155,13 +170,7 @@ class Sym(Domain):
     name = "sym"
 
     def __init__(self, grad="exact"):
-        self.grad = _check_grad(grad)
-
-    def get_config(self):
-        return {"name": self.name, "grad": self.grad}
-
-    def __repr__(self):
-        return f"{type(self).__name__}(grad={self.grad!r})"
+        super().__init__(grad)
 
     def forward(self, w, quantizer="clipped", tau=None, phi=None):
         self._no_params(tau, phi)
@@ -186,7 +195,7 @@ class Sym(Domain):
         return float(np.mean(np.abs(np.asarray(w)), dtype=np.float64)), 0.0
 
 
-class AlphaBeta(Domain):
+class AlphaBeta(_Computed):
     r"""{alpha, beta} from Eq. 15, recomputed from the current ``w`` at every forward.
 
     .. math::
@@ -219,13 +228,7 @@ class AlphaBeta(Domain):
     name = "alpha_beta"
 
     def __init__(self, grad="ste"):
-        self.grad = _check_grad(grad)
-
-    def get_config(self):
-        return {"name": self.name, "grad": self.grad}
-
-    def __repr__(self):
-        return f"{type(self).__name__}(grad={self.grad!r})"
+        super().__init__(grad)
 
     def forward(self, w, quantizer="clipped", tau=None, phi=None):
         self._no_params(tau, phi)

@@ -78,15 +78,17 @@ def _row(name, layer, positions, batch, sizes):
             "float32_bytes": sizes["float32"]}
 
 
-def count_bops(model, input_shape, batch=64, seed=0):
+def count_bops(model, input_shape, batch=256, seed=0):
     """Count binary operations and binary parameters of every binary layer.
 
     Parameters
     ----------
     model : a trained model or a :class:`~pysbnn.packed.model.PackedModel`
     input_shape : shape of one input as the model takes it, e.g. (28, 28)
-    batch : batch size of the measuring forward pass (the bit-sliced dense
-        kernel runs from batch 64); ``executed`` is reported per image
+    batch : batch size of the measuring forward pass; the bit-sliced dense
+        kernel runs from ``pysbnn.packed.dispatch.SLICED_MIN_BATCH`` samples
+        (128), so smaller batches count the XNOR pass of sparse layers too;
+        ``executed`` is reported per image
 
     Returns
     -------

@@ -14,7 +14,6 @@ from a checkpoint ends with the same weights as an uninterrupted one.
 import itertools
 import math
 import os
-import sys
 import time
 
 import numpy as np
@@ -23,6 +22,7 @@ from . import entropy
 from .functional import one_hot, softmax_cross_entropy
 from .serialize import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
+from .progress import Progress
 from .validation import check_finite_model, check_labels, check_pair, check_positive_int, first_non_finite
 
 
@@ -95,37 +95,6 @@ def random_crop_flip(x, rng, pad=4, flip=True):
         flipped = rng.random(n) < 0.5
         cols[flipped] = cols[flipped, ::-1]
     return xp[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-
-
-class Progress:
-    """Per-epoch progress: a bar on an interactive terminal, plain lines otherwise."""
-
-    def __init__(self, epochs, steps, stream=None, enabled=True):
-        self.epochs, self.steps = epochs, steps
-        self.stream = stream or sys.stdout
-        self.enabled = enabled
-        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-
-    def step(self, epoch, i, loss):
-        if self.tty and (i % 5 == 0 or i == self.steps):
-            done = int(30 * i / self.steps)
-            self.stream.write(f"\r(Epoch {epoch + 1} / {self.epochs}) [{'#' * done}{'.' * (30 - done)}] "
-                              f"{i}/{self.steps} loss {loss:.4f}")
-            self.stream.flush()
-
-    def epoch(self, row):
-        if not self.enabled:
-            return
-        parts = [f"(Epoch {row['epoch'] + 1} / {self.epochs})", f"loss {row['loss']:.4f}",
-                 f"train acc {row['train_acc']:.4f}"]
-        if "val_acc" in row:
-            parts.append(f"val acc {row['val_acc']:.4f}")
-        if "ones" in row:
-            parts.append(f"ones {row['ones']:.4f} (target {row['target_ec']:.4f}) "
-                         f"bits/w {row['bits_per_weight']:.3f} lambda {row['lambda']:.3g}")
-        parts.append(f"{row['seconds']:.1f}s")
-        self.stream.write(("\r" if self.tty else "") + "  ".join(parts) + "\n")
-        self.stream.flush()
 
 
 def _make_optimizer(model, optimizer, lr, clip):

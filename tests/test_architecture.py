@@ -19,7 +19,8 @@ FLOORS = [
     {"pysbnn.quantizers", "pysbnn.levels", "pysbnn.domains", "pysbnn.functional", "pysbnn.recipe",
      "pysbnn.testing", "pysbnn.data"},
     {"pysbnn.layers", "pysbnn.binary", "pysbnn.containers", "pysbnn.serialize"},
-    {"pysbnn.optim", "pysbnn.train", "pysbnn.mlp", "pysbnn.resnet", "pysbnn.experiment", "pysbnn.sweep"},
+    {"pysbnn.optim", "pysbnn.train", "pysbnn.progress", "pysbnn.mlp", "pysbnn.resnet", "pysbnn.experiment",
+     "pysbnn.sweep"},
     {"pysbnn.packed"},
     {"pysbnn.report", "pysbnn.export"},
     {"pysbnn"},
@@ -128,3 +129,14 @@ def test_the_floor_checker_sees_an_upward_import(tmp_path):
             test_imports_only_run_downwards(fake)
     finally:
         fake.unlink()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("bench_*.py")), ids=lambda p: p.stem)
+def test_every_benchmark_prints_the_cpu_header(path):
+    """Machines differ (AVX2 only, or AVX-512 with VPOPCNTDQ): each benchmark prints
+    ``_timing.cpu_header()`` (CPU, flags, versions, load) with its numbers."""
+    tree = ast.parse(path.read_text())
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "_timing"
+                for a in n.names}
+    assert "cpu_header" in imported and "cpu_header" in called, f"{path.name} does not print cpu_header()"

@@ -417,14 +417,31 @@ def test_subset_fallback(capsys):
 @pytest.mark.data
 @needs_subset
 def test_subset_holdout_is_last_images_of_each_class():
+    """The held-out images are the last ``holdout / 10`` of each class in the CSV;
+    train and test together are the whole CSV, each image once."""
+    x_csv, y_csv = data._read_mnist_csv(data.mnist_subset_path())
     with pytest.warns(data.SubsetWarning):
         x_all, y_all, x0, y0 = data.load_mnist(holdout=0, verbose=False)
-        _, _, xte, yte = data.load_mnist(holdout=200, verbose=False)
+        xtr, ytr, xte, yte = data.load_mnist(holdout=200, verbose=False)
     assert x_all.shape == (5000, 28, 28) and x0.shape == (0, 28, 28) and y0.shape == (0,)
-    want = np.concatenate([np.flatnonzero(y_all == c)[-20:] for c in range(10)])
-    want.sort()
-    np.testing.assert_array_equal(yte, y_all[want])
-    np.testing.assert_array_equal(xte, x_all[want])
+    want = np.concatenate([np.flatnonzero(y_csv == c)[-20:] for c in range(10)])
+    key = lambda x, y: sorted(zip(y.tolist(), (im.tobytes() for im in x)))
+    assert key(xte, yte) == key(x_csv[want], y_csv[want])
+    assert key(np.concatenate([xtr, xte]), np.concatenate([ytr, yte])) == key(x_csv, y_csv)
+
+
+@pytest.mark.data
+@needs_subset
+def test_subset_is_shuffled_once_and_for_all():
+    """The CSV is sorted by class; the loader's fixed shuffle gives every prefix all
+    ten classes (``x_train[:2000]`` of a quick run), the same order on every call."""
+    with pytest.warns(data.SubsetWarning):
+        first = data.load_mnist(verbose=False)
+        again = data.load_mnist(verbose=False)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    _, y_train, _, y_test = first
+    assert len(np.unique(y_train[:100])) == 10 and len(np.unique(y_test[:100])) == 10
 
 
 @pytest.mark.data

@@ -10,7 +10,7 @@ import pytest
 
 import pysbnn
 from pysbnn import analysis
-from pysbnn.packed import dispatch
+from pysbnn.packed import dispatch, mlp
 from pysbnn.packed.layers import Bits, PackedBinaryDense
 
 DOMAINS = ["sym", "alpha_beta", "learned", "zero_one"]
@@ -49,11 +49,18 @@ def small_cnn(domain, seed=0):
         pysbnn.GlobalAvgPool(), pysbnn.Dense(16, 3, rng=rng)])
 
 
-@pytest.mark.parametrize("batch,sparse", [(5, False), (70, False), (70, True), (600, True)])
+#: batches on both sides of every dispatch threshold and of one 512-sample block:
+#: the fused per-sample MLP kernel (below mlp.SMALL_BATCH), layer by layer with
+#: XNOR rows, the bit-sliced kernels with the threshold fused (from
+#: dispatch.SLICED_MIN_BATCH on, sparse layers)
+BATCHES = [(5, False), (mlp.SMALL_BATCH - 1, True), (mlp.SMALL_BATCH, False), (mlp.SMALL_BATCH, True),
+           (dispatch.SLICED_MIN_BATCH, True), (600, True)]
+
+
+@pytest.mark.parametrize("batch,sparse", BATCHES)
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_packed_mlp_equals_float_simulation(domain, batch, sparse, backend):
-    """Dense or sparse hidden layer (the bit-sliced kernels with the threshold fused
-    from 64 samples on), at batches below and above one 512-sample block."""
+    """Dense or sparse hidden layer, at every kind of batch the dispatch tells apart."""
     model = pysbnn.binary_mlp((16, 70, 65, 3), domain=domain, seed=2)
     if sparse:
         sparsify(model.layers[3], 0.05)
@@ -165,7 +172,7 @@ def test_counts_executed_equal_analytic():
 
     mlp = trained_like(pysbnn.binary_mlp((16, 70, 65, 3), seed=2), images(200))
     sparsify(mlp.layers[3], 0.05)                    # sparse: the bit-sliced kernel runs
-    rows = pysbnn.count_bops(mlp, (4, 4), batch=64).layers
+    rows = pysbnn.count_bops(mlp, (4, 4), batch=dispatch.SLICED_MIN_BATCH).layers
     sparse, dense = mlp.layers[3], mlp.layers[5]
     for r, layer in zip(rows[1:], [sparse, dense]):
         assert r["bnn"] == 2 * layer.in_features * layer.out_features

@@ -246,8 +246,11 @@ def test_importing_the_kernels_does_not_import_numba():
         import sys
         import pysbnn, pysbnn.kernels.words, pysbnn.kernels.xnor, pysbnn.kernels.sliced
         import pysbnn.kernels.wordskip, pysbnn.kernels.conv_bnn, pysbnn.kernels.conv_sbnn
-        import pysbnn.kernels.im2col, pysbnn.packed.pack
+        import pysbnn.kernels.im2col, pysbnn.kernels.vec4, pysbnn.packed.pack
         assert 'numba' not in sys.modules, 'numba imported at module import'
+        import numpy as np
+        pysbnn.kernels.xnor.prepare_xnor(np.zeros((3, 2), np.uint64), 100)   # chooses a kernel by CPU
+        assert 'numba' not in sys.modules, 'numba imported by prepare_xnor'
         print('ok')
     """)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr

@@ -9,7 +9,8 @@ jitted twin of that body and the NumPy reference that validates it:
 =================  =========================================================
 ``words``          64-bit words: packing signs / {0,1} bits / batch-sliced
                    rows, unpacking, popcount (the only home of bit packing)
-``xnor``           dense BNN GEMM, ``z = K - 2 popcount(a ^ w)``
+``xnor``           dense BNN GEMM, ``z = K - 2 popcount(a ^ w)``: a
+                   popcount per word (AVX-512) or carry-save counting (AVX2)
 ``sliced``         SBNN GEMM, batch in the word, carry-save counters
 ``wordskip``       SBNN GEMM skipping all-zero weight words
 ``conv_layout``    3x3-conv geometry and the two packed activation layouts
@@ -21,9 +22,11 @@ jitted twin of that body and the NumPy reference that validates it:
 ``conv_lanes``     Kernel B on lanes fused with a whole IR-Net unit
                    (Eq. 20, BatchNorm, residual, HardTanh, next planes)
 ``im2col``         the patch copies of training convolutions
-``jit``            backends (``"auto" | "numba" | "numpy"``) and the one
-                   registry that compiles the twins on first use
+``jit``            backends (``"auto" | "numba" | "numpy"``), the host CPU's
+                   features, and the one registry that compiles the twins
+                   on first use
 ``intrinsics``     ``popcount64`` / ``scratch`` and their LLVM intrinsics
+``vec4``           the ``u64x4`` register type of the carry-save XNOR kernel
 =================  =========================================================
 
 Conventions shared by every kernel (``docs/conventions.md``):

@@ -311,8 +311,9 @@ _TWINS = Twins({"blocks": _gather_serial, "blocks_par": _gather_parallel, "sampl
 
 #: a vector add of 32 outputs (the column path) costs about as much as this many
 #: scalar gathered adds (batches below BLOCK_MIN_BATCH) -- and as one vector add
-#: of 32 samples (the block path) from BLOCK_MIN_BATCH on (measured, Zen 3)
-COLUMN_ADDS = 8
+#: of 32 samples (the block path) from BLOCK_MIN_BATCH on (measured with
+#: benchmarks/bench_dispatch.py: 2.7-3.1 on a 2-core AMD EPYC Zen 3, AVX2, 2026-12-01)
+COLUMN_ADDS = 3
 
 
 def strategy(x, w):

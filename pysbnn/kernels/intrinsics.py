@@ -4,7 +4,9 @@
   Python, ``llvm.ctpop.i64`` in compiled code (``popcnt``, and ``vpopcntq`` in
   vectorised loops on AVX-512; a ``vpshufb`` nibble lookup on AVX2);
 * :func:`scratch` -- a small work buffer: a zeroed NumPy array in Python,
-  uninitialised *stack* memory in compiled code.
+  uninitialised *stack* memory in compiled code;
+* :func:`loop_ops` -- what a compiled inner loop is made of (a test reads
+  the carry-save loop of the XNOR kernel with it).
 
 Each LLVM intrinsic is one small factory (:func:`ctpop64_intrinsic`,
 :func:`alloca_intrinsic`); :func:`register` overloads the two helpers with
@@ -145,6 +147,25 @@ def popcount_asm():
     probe = numba.njit(cache=False)(_probe)
     probe(np.zeros(8, np.uint64))
     return probe.inspect_asm(probe.signatures[0])
+
+
+def loop_ops(asm, key):
+    """Opcode histogram of the shortest loop of ``asm`` (a backward branch to a
+    label) that contains the opcode ``key``; ``{}`` if there is none."""
+    import re
+    lines = asm.splitlines()
+    labels = {ln.rstrip(":"): i for i, ln in enumerate(lines) if re.match(r"^\.LBB\d+_\d+:", ln)}
+    best = None
+    for i, ln in enumerate(lines):
+        jump = re.match(r"\s+j\w+\s+(\.LBB\d+_\d+)", ln)
+        if jump and labels.get(jump.group(1), i) < i:
+            body = [x.split()[0] for x in lines[labels[jump.group(1)]:i + 1] if re.match(r"\s+[a-z]", x)]
+            if key in body and (best is None or len(body) < len(best)):
+                best = body
+    hist = {}
+    for op in best or []:
+        hist[op] = hist.get(op, 0) + 1
+    return dict(sorted(hist.items(), key=lambda t: -t[1]))
 
 
 if __name__ == "__main__":      # python -m pysbnn.kernels.intrinsics: check the popcount

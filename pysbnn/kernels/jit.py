@@ -49,6 +49,28 @@ def jit_disabled():
     return bool(numba.config.DISABLE_JIT)
 
 
+def host_features():
+    """What LLVM reports about this CPU: ``{"cpu", "avx2", "avx512f", "avx512vpopcntdq"}``.
+
+    Kernels whose best loop depends on the CPU (:mod:`pysbnn.kernels.xnor`)
+    choose with it; benchmarks print it. Imports ``llvmlite`` (not numba);
+    without llvmlite, or with ``NUMBA_CPU_NAME`` set (numba then compiles for
+    that CPU, not this one), no feature is reported.
+    """
+    if "host" not in _STATE:
+        host = dict(cpu="unknown", avx2=False, avx512f=False, avx512vpopcntdq=False)
+        if importlib.util.find_spec("llvmlite") is not None and not os.environ.get("NUMBA_CPU_NAME"):
+            import llvmlite.binding as ll
+            try:
+                features = ll.get_host_cpu_features()
+            except RuntimeError:        # hosts where LLVM cannot list the features
+                features = {}
+            host.update({f: bool(features.get(f, False)) for f in ("avx2", "avx512f", "avx512vpopcntdq")},
+                        cpu=ll.get_host_cpu_name())
+        _STATE["host"] = host
+    return dict(_STATE["host"])
+
+
 def check_backend(backend):
     """``backend`` if it names a backend, else a ValueError (imports nothing)."""
     if backend not in BACKENDS:

@@ -28,10 +28,14 @@ from .bits import Bits
 from .fold import affine_output
 
 #: batch size from which the bit-sliced dense kernel is used (and bits travel sliced) ...
-SLICED_MIN_BATCH = 64
+SLICED_MIN_BATCH = 128
 #: ... for layers with at most this fraction of ones (its work scales with
 #: the ones; one XNOR-popcount pass over all words wins for denser layers).
-SLICED_MAX_DENSITY = 0.25
+#: Both are the setting that loses least time over a grid of batches 16-1000 and
+#: densities 0.01-0.5, measured with benchmarks/bench_dispatch.py on a 2-core AMD
+#: EPYC Zen 3, AVX2, no AVX-512, 2026-12-01 (docs/benchmarks.md "Dispatch"); on
+#: another CPU run it: it prints what it measures next to these values.
+SLICED_MAX_DENSITY = 0.3
 
 
 def _plan(layer, kind, make):

@@ -16,8 +16,10 @@ from ..kernels.jit import resolve_backend
 from .layers import PackedBinaryDense
 
 #: below this batch the fused per-sample kernel beats the layer-by-layer path
-#: (measured: docs/benchmarks.md, "Packed inference")
-SMALL_BATCH = 16
+#: (measured with benchmarks/bench_dispatch.py on a 2-core AMD EPYC Zen 3, AVX2,
+#: no AVX-512, 2026-12-01: docs/benchmarks.md "Dispatch"; on another CPU run it,
+#: it prints what it measures next to these values)
+SMALL_BATCH = 64
 
 
 def chain(net):
