@@ -17,6 +17,10 @@ jitted twin of that body and the NumPy reference that validates it:
 ``conv_bnn``       Kernel A: dense BNN 3x3 conv (XOR + popcount of pixel words)
 ``conv_sbnn``      Kernel B: SBNN 3x3 conv (K0 skipped, K1 a shifted copy)
 ``conv_sbnn_simd`` Kernel B's word helpers and their LLVM IR twins
+``lanes``          the batch in the word: 64-image lanes of the ResNet
+                   stream, their sign planes, sign sums, stride-2 phases
+``conv_lanes``     Kernel B on lanes fused with a whole IR-Net unit
+                   (Eq. 20, BatchNorm, residual, HardTanh, next planes)
 ``im2col``         the patch copies of training convolutions
 ``jit``            backends (``"auto" | "numba" | "numpy"``), the host CPU's
                    features, and the one registry that compiles the twins

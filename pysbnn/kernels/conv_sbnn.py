@@ -32,7 +32,7 @@ import numpy as np
 from .. import analysis
 from ..entropy import ones_of
 from .conv_layout import _unpack_planes, conv_out_size, pack_planes, plane_guard_words, windows
-from .conv_sbnn_simd import GROUP, csa15_add, expand_store, register_simd, shift_rows
+from .conv_sbnn_simd import csa15_add, expand_store, group_padding, register_simd, shift_rows
 from .jit import Twins, resolve_backend
 
 MAX_C_IN = 3640          # V (<= 9 C_in valid ones) is stored as int16
@@ -95,8 +95,7 @@ class SbnnConvPlan:
         rows, start = [], [0]
         for o in range(self.C_out):                    # ones of o, padded to whole groups
             r = np.flatnonzero(flat[o])
-            rem = len(r) % GROUP                           # a tail of <= 7 gets a 7-group
-            pad = 0 if rem == 0 else (7 - rem if rem <= 7 else GROUP - rem)
+            pad = group_padding(len(r))                    # a tail of <= 7 gets a 7-group
             rows += [r, np.full(pad, 9 * self.C_in)]
             start.append(start[-1] + len(r) + pad)
         self.ones_row = np.concatenate(rows).astype(np.int64)

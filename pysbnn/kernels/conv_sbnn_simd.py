@@ -62,6 +62,13 @@ def _add_counter(digits, load, store, X, A, O):
     return cy
 
 
+def group_padding(count):
+    """Zero planes to append to ``count`` planes so that :func:`csa15_add` takes them:
+    whole groups of 15 and at most one last group of 7."""
+    rem = count % GROUP
+    return 0 if rem == 0 else (7 - rem if rem <= 7 else GROUP - rem)
+
+
 def csa15_add(T, offs, m0, m1, n8, C, L):
     """Add the tap planes starting at ``T[offs[m]]`` (m0 <= m < m1; n8 vectors
     of 8 words each) into the L-level bit-sliced counter whose level j is
@@ -243,15 +250,24 @@ def _expand_body(f, b, args):
     L_lo = b.select(b.icmp_signed("<", L, f.c(8)), L, f.c(8))
     L_hi = b.sub(L, L_lo)
 
+    v8i8 = ir.VectorType(f.i8, 8)
+    spread = ir.Constant(ir.VectorType(f.i32, 64), [j // 8 for j in range(64)])
+    bit = ir.Constant(v64i8, [1 << (j % 8) for j in range(64)])
+
+    def bits_of(word, vty):
+        """Bit b of ``word`` as 0 / -1 in lane b: byte b // 8 spread to lane b, one
+        compare per lane (``vpshufb`` / ``vpand`` / ``vpcmpeqb`` on AVX2; a
+        ``bitcast`` to <64 x i1> was scalarised there, one shift per bit)."""
+        w = b.shuffle_vector(b.bitcast(word, v8i8), ir.Constant(v8i8, ir.Undefined), spread)
+        return b.sext(b.icmp_unsigned("==", b.and_(w, bit), bit), vty)
+
     def horner(vty, first, count, k):
         """sum_j 2^j (bit b of level first + j), j < count, for the 64 b."""
         acc = f.var(ir.Constant(vty, None))
-        ones = ir.Constant(vty, [1] * 64)
         with cgutils.for_range(b, count) as i:           # top level first
             j = b.sub(b.add(first, b.sub(count, f.c(1))), i.index)
-            mask = b.bitcast(f.scalar(3, b.add(k, b.mul(j, cs))), ir.VectorType(ir.IntType(1), 64))
             t = b.load(acc)
-            b.store(b.add(b.add(t, t), b.select(mask, ones, ir.Constant(vty, None))), acc)
+            b.store(b.sub(b.add(t, t), bits_of(f.scalar(3, b.add(k, b.mul(j, cs))), vty)), acc)
         return b.load(acc)
 
     with cgutils.for_range(b, nw) as word:

@@ -94,3 +94,15 @@ def normalize_of(layer):
         return None
     a = 1.0 / (layer.scale * layer.std[0])
     return a, -layer.mean[0] / layer.std[0]
+
+
+def conv_bn(conv, bn):
+    """A float conv followed by its BatchNorm (inference statistics) as one conv:
+    ``(weight (C_out, C_in, k, k), bias (C_out,))`` float32, with ``s = gamma / sqrt(var + eps)``,
+    ``W' = s W`` and ``b' = beta + s (b - mu)`` (computed in float64)."""
+    s = bn.params["gamma"].astype(np.float64) / np.sqrt(bn.buffers["running_var"].astype(np.float64) + bn.eps)
+    w = conv.params["weight"].astype(np.float64) * s[:, None, None, None]
+    b = bn.params["beta"] - s * bn.buffers["running_mean"]
+    if "bias" in conv.params:
+        b = b + s * conv.params["bias"]
+    return w.astype(np.float32), b.astype(np.float32)

@@ -24,7 +24,7 @@ from ..validation import check_finite_model, check_positive_int
 from . import fold, mlp, storage
 from .bits import Bits
 from .layers import PackedBinaryConv2d, PackedBinaryDense
-from .residual import PackedResidualUnit, fold_shortcut, is_unit
+from .residual import PackedResidualUnit, fold_shortcut, is_unit, link_units
 
 
 def _pack_layer(layer):
@@ -137,6 +137,7 @@ class PackedModel:
             for a, b in zip(layers, layers[1:]):           # bits go out as the next kernel reads them
                 if isinstance(a, PackedBinaryDense) and isinstance(b, PackedBinaryDense):
                     a.consumer = b
+        link_units(net)                                     # lane streams between ResNet units
 
     def with_backend(self, backend):
         """Run the packed layers on ``backend`` (``"auto" | "numba" | "numpy"``); returns self."""
