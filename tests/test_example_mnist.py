@@ -109,9 +109,11 @@ def test_interrupt_keeps_finished_models(tmp_path):
 def test_schedule_scales_to_the_data():
     """The step budget keeps the offline 5k default's 30 epochs and caps the full 60k at 8."""
     import importlib.util
+    from unittest import mock
     spec = importlib.util.spec_from_file_location("mnist_sbnn_example", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    with mock.patch.dict(os.environ):       # the script sets NUMBA_NUM_THREADS, which numba
+        spec.loader.exec_module(mod)        # refuses to see change once its threads run
     budget = mod.STEP_BUDGET
     assert mod.scheduled_epochs(4000, 64, 30, budget) == 30          # 62 steps per epoch
     assert mod.scheduled_epochs(60000, 64, 30, budget) == 8          # 937 steps per epoch
