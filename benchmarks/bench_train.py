@@ -1,132 +1,206 @@
-"""Seconds of one training epoch of a 784-512-512-10 MLP on 60,000 samples.
+"""Training speed, pysbnn against its PyTorch twin in one process: MLP epochs and
+binarized ResNet-18 steps.
 
-Prints pysbnn's time and, when PyTorch happens to be installed (it is never a
-dependency), PyTorch's time for the same network, optimiser and batch size in
-the same run, methods interleaved, with the ratio. Random data: the point is
-speed. Usage::
+    python benchmarks/bench_train.py                   # everything, about 15 minutes
+    python benchmarks/bench_train.py --only resnet --rounds 5
+    python benchmarks/bench_train.py --quick           # a smoke run
 
-    python benchmarks/bench_train.py [--model float|bnn|both] [--batch 128] [--repeats 3]
+* MLP 784-512-512-10, one epoch of 60,000 random samples at batch 128, Adam:
+  ``float`` (Dense + ReLU) and ``bnn`` (``pysbnn.binary_mlp``: sign STE on
+  weights and activations, learned tau/phi, BatchNorm); PyTorch twins
+  ``_torch_twins.mlp_train`` / ``binary_mlp_train``.
+* Binarized ResNet-18 (IR-Net blocks, ``quantizer="clipped"`` as the twin's
+  sign STE), one training step on random 28x28 images, width 8 at batch 32
+  and width 16 at batch 128; twin ``_torch_twins.binary_resnet18_train``.
+
+A pysbnn step is what ``pysbnn.fit`` does without the sparsity penalty:
+forward, softmax cross-entropy, ``backward_params`` (no gradient for the
+input images, as PyTorch computes none for a tensor that does not require
+it), Adam with latent weights clipped to 1.5. Each comparison runs with 1
+and with 2 threads for both libraries (numba and BLAS threads for pysbnn,
+``torch.set_num_threads``), the two callables interleaved round-robin in one
+process and summarised by medians (``_timing.interleaved_medians``). PyTorch
+is imported before pysbnn so that its OpenMP runtime keeps its own defaults.
 """
 
 import argparse
+import json
 import os
 import sys
 import time
 
-import numpy as np
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _torch_twins as tt  # noqa: E402
+
+if tt.available():
+    import torch  # noqa: E402,F401  (before pysbnn: see the docstring)
+
+import numpy as np  # noqa: E402
+from _timing import cpu_header, host_load, interleaved_medians  # noqa: E402
+
 import pysbnn  # noqa: E402
-from _timing import cpu_header  # noqa: E402
 from pysbnn.functional import softmax_cross_entropy  # noqa: E402
+from pysbnn.resnet import resnet18  # noqa: E402
+
+RESNET_CASES = ((8, 32), (16, 128))
 
 
+def set_threads(n):
+    """numba's and BLAS's thread counts for pysbnn (PyTorch's are set per call)."""
+    import numba
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n)
+    except ImportError:
+        pass
+
+
+# ---------------------------------------------------------------------- MLP
 def pysbnn_mlp(kind, seed=0):
     rng = np.random.default_rng(seed)
     if kind == "float":
         return pysbnn.Sequential([pysbnn.Dense(784, 512, rng=rng), pysbnn.ReLU(),
                                   pysbnn.Dense(512, 512, rng=rng), pysbnn.ReLU(),
                                   pysbnn.Dense(512, 10, rng=rng)])
-    from pysbnn.mlp import binary_mlp
-    return binary_mlp((784, 512, 512, 10), normalize=False, seed=seed)
+    return pysbnn.binary_mlp((784, 512, 512, 10), normalize=False, seed=seed)
 
 
-def pysbnn_epoch(model, x, y, batch):
-    opt = pysbnn.Adam(model, lr=1e-3, post_step=[pysbnn.clip_latent_weights])
-    t0 = time.perf_counter()
-    for i in range(0, len(x) - batch + 1, batch):
-        logits = model.forward(x[i:i + batch], training=True)
-        _, d = softmax_cross_entropy(logits, y[i:i + batch])
-        model.backward(d)
-        opt.step()
-    return time.perf_counter() - t0
+def pysbnn_epoch_fn(kind, x, y, batch, threads):
+    def epoch():
+        set_threads(threads)
+        model = pysbnn_mlp(kind)
+        opt = pysbnn.Adam(model, lr=1e-3, post_step=[pysbnn.clip_latent_weights])
+        for i in range(0, len(x) - batch + 1, batch):
+            logits = model.forward(x[i:i + batch], training=True)
+            _, d = softmax_cross_entropy(logits, y[i:i + batch])
+            model.backward_params(d)
+            opt.step()
+    return epoch
 
 
-def torch_setup(kind):
+def torch_epoch_fn(kind, x, y, batch, threads):
     import torch
-    from torch import nn
 
-    class SignSTE(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return torch.where(x >= 0, 1.0, -1.0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
 
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return g * (x.abs() <= 1)
-
-    class BinaryLinear(nn.Linear):
-        def __init__(self, i, o, binarize_input):
-            super().__init__(i, o, bias=False)
-            self.binarize_input = binarize_input
-            self.tau = nn.Parameter(torch.ones(()))
-            self.phi = nn.Parameter(torch.zeros(()))
-
-        def forward(self, x):
-            if self.binarize_input:
-                x = SignSTE.apply(x)
-            w = self.tau * SignSTE.apply(self.weight) + self.phi
-            return x @ w.t()
-
-    if kind == "float":
-        net = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-    else:
-        net = nn.Sequential(BinaryLinear(784, 512, False), nn.BatchNorm1d(512), nn.Hardtanh(),
-                            BinaryLinear(512, 512, True), nn.BatchNorm1d(512), nn.Hardtanh(),
-                            BinaryLinear(512, 10, True), nn.BatchNorm1d(10))
-    return torch, net
+    def epoch():
+        tt.set_threads(threads)
+        torch.manual_seed(0)
+        net = tt.mlp_train() if kind == "float" else tt.binary_mlp_train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        lossf = torch.nn.CrossEntropyLoss()
+        latent = tt.latent_weights(net)
+        for i in range(0, len(x) - batch + 1, batch):
+            opt.zero_grad(set_to_none=True)
+            lossf(net(xt[i:i + batch]), yt[i:i + batch]).backward()
+            opt.step()
+            with torch.no_grad():
+                for w in latent:
+                    w.clamp_(-1.5, 1.5)
+    return epoch
 
 
-def torch_epoch(torch, net, x, y, batch):
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    lossf = torch.nn.CrossEntropyLoss()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    t0 = time.perf_counter()
-    for i in range(0, len(x) - batch + 1, batch):
-        opt.zero_grad()
-        loss = lossf(net(xt[i:i + batch]), yt[i:i + batch])
-        loss.backward()
+def measure_mlp(args):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.samples, 784)).astype(np.float32)
+    y = rng.integers(0, 10, args.samples)
+    rows = []
+    for kind in ("float", "bnn"):
+        for threads in (1, 2):
+            fns = {"pysbnn": pysbnn_epoch_fn(kind, x, y, args.batch, threads)}
+            if tt.available():
+                fns["torch"] = torch_epoch_fn(kind, x, y, args.batch, threads)
+            rows.append(row(f"MLP {kind} epoch ({args.samples // 1000}k, batch {args.batch})", threads,
+                            fns, args.repeats, "s"))
+    return rows
+
+
+# ------------------------------------------------------------------ ResNet
+def pysbnn_step_fn(width, x, y, threads):
+    model = resnet18(width=width, quantizer="clipped", seed=0)
+    opt = pysbnn.Adam(model, lr=1e-3, post_step=[pysbnn.clip_latent_weights])
+
+    def step():
+        set_threads(threads)
+        logits = model.forward(x, training=True)
+        _, d = softmax_cross_entropy(logits, y)
+        model.backward_params(d)
         opt.step()
-    return time.perf_counter() - t0
+    return step
+
+
+def measure_resnet(args):
+    rows = []
+    for width, batch in RESNET_CASES:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, batch)
+        for threads in (1, 2):
+            fns = {"pysbnn": pysbnn_step_fn(width, x, y, threads)}
+            if tt.available():
+                fns["torch"] = tt.train_step_fn(tt.binary_resnet18_train(width), x, y, threads=threads)
+            rows.append(row(f"ResNet-18 w{width} step (batch {batch})", threads, fns, args.rounds, "ms"))
+    return rows
+
+
+# ------------------------------------------------------------------ output
+def row(case, threads, fns, rounds, unit):
+    load0 = host_load()
+    # settle: a pause before each batch, so one library's spinning OpenMP workers do not
+    # take the other's cores
+    med = interleaved_medians(fns, rounds=rounds, min_batch_seconds=0.0, settle_seconds=0.1)
+    r = {"case": case, "threads": threads, "unit": unit, "pysbnn_s": med["pysbnn"],
+         "torch_s": med.get("torch"), "load": (load0, host_load())}
+    print(format_row(r), flush=True)
+    return r
+
+
+def format_row(r):
+    scale = 1e3 if r["unit"] == "ms" else 1.0
+    ours = f"{scale * r['pysbnn_s']:9.2f} {r['unit']}"
+    if r["torch_s"] is None:
+        theirs, ratio = f"{'n/a':>12s}", f"{'n/a':>6s}"
+    else:
+        theirs, ratio = f"{scale * r['torch_s']:9.2f} {r['unit']}", f"{r['pysbnn_s'] / r['torch_s']:6.2f}"
+    load = "/".join("?" if v is None else f"{v:.1f}" for v in r["load"])
+    return f"{r['case']:38s} {r['threads']:>2d} {ours:>12s} {theirs:>12s} {ratio} {load:>9s}"
+
+
+def header():
+    """``_timing.cpu_header()`` and the PyTorch version (or its absence)."""
+    torch = f"PyTorch {__import__('torch').__version__}" if tt.available() else "no PyTorch"
+    return f"{cpu_header()}; {torch}"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=["float", "bnn", "both"], default="both")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--samples", type=int, default=60000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", choices=("mlp", "resnet"), default=None)
+    ap.add_argument("--batch", type=int, default=128, help="MLP batch size")
+    ap.add_argument("--samples", type=int, default=60000, help="MLP samples per epoch")
+    ap.add_argument("--repeats", type=int, default=3, help="MLP epochs per library and thread count")
+    ap.add_argument("--rounds", type=int, default=7, help="ResNet rounds of interleaved steps")
+    ap.add_argument("--quick", action="store_true", help="6,000 samples, 2 repeats, 3 rounds")
+    ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((args.samples, 784)).astype(np.float32)
-    y = rng.integers(0, 10, args.samples)
-    try:
-        import torch  # noqa: F401
-        have_torch = True
-    except ImportError:
-        have_torch = False
-    print(f"# {cpu_header()}; batch {args.batch}, {args.samples} samples, medians of {args.repeats}")
-    kinds = ["float", "bnn"] if args.model == "both" else [args.model]
-    print(f"{'model':6s} {'pysbnn s':>9s} {'torch s':>9s} {'ratio':>7s}")
-    for kind in kinds:
-        ours, theirs = [], []
-        if have_torch:
-            torch, net = torch_setup(kind)
-            torch.manual_seed(0)
-        for _ in range(args.repeats):
-            ours.append(pysbnn_epoch(pysbnn_mlp(kind), x, y, args.batch))
-            if have_torch:
-                theirs.append(torch_epoch(torch, net, x, y, args.batch))
-        o = float(np.median(ours))
-        if have_torch:
-            t = float(np.median(theirs))
-            print(f"{kind:6s} {o:9.2f} {t:9.2f} {o / t:7.2f}")
-        else:
-            print(f"{kind:6s} {o:9.2f} {'n/a':>9s} {'n/a':>7s}  (PyTorch not installed)")
+    if args.quick:
+        args.samples, args.repeats, args.rounds = 6000, 2, 3
+    print(f"# {header()}")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}; medians of interleaved runs; ratio = pysbnn / PyTorch")
+    print(f"{'case':38s} {'th':>2s} {'pysbnn':>12s} {'PyTorch':>12s} {'ratio':>6s} {'load':>9s}")
+    rows = []
+    if args.only in (None, "mlp"):
+        rows += measure_mlp(args)
+    if args.only in (None, "resnet"):
+        rows += measure_resnet(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": header(), "rows": rows}, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

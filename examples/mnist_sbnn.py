@@ -11,12 +11,23 @@ What it does (see README and docs/results.md):
    4,000 to train and 1,000 held out, announced loudly);
 2. trains the BNN baseline (no penalty) and one SBNN per sparsity target with
    the paper's recipe scaled down (Adam 1e-3, cosine annealing, the gamma rule,
-   the ``learned`` domain by default, +-2 pixel shifts), showing progress;
+   the ``learned`` domain by default, +-2 pixel shifts), showing progress, on
+   a schedule scaled to the data (below);
 3. packs every model into {0,1} bits (integer thresholds, weights stored near
    their entropy bound), checks that the packed predictions equal the float
    simulation's on the whole test set and times both, warm;
 4. prints a table in the spirit of the paper's Tables 2-3;
 5. writes models, packed models, ``results.json`` and plots into ``--out``.
+
+Schedule: a budget of optimiser steps (``--steps``, default
+:data:`STEP_BUDGET` = 7,500) caps the epochs: every model trains
+``min(--epochs, max(1, round(steps / steps_per_epoch)))`` epochs with
+``steps_per_epoch = n_train // batch_size``. The offline 5k default (4,000
+training images, 62 steps per epoch at batch 64) keeps its 30 epochs (1,860
+steps); the full 60,000 images (937 steps per epoch) get 8 epochs (7,496
+steps): a default run (BNN + three SBNNs) took 10 min 27 s on the shared
+2-core host at load 3-5 (docs/results.md), where 30 epochs took about 19
+minutes. ``--steps 0`` turns the budget off.
 
 Finished models and a partial ``results.json`` survive Ctrl-C.
 """
@@ -27,11 +38,22 @@ import os
 import sys
 import time
 
-import numpy as np
+# One thread for numba and OpenBLAS unless you set them: on the shared 2-core host
+# (load ~5) a 60,000-image epoch took 97 s with two threads and 25 s with one (a
+# parallel region's workers wait at every barrier for a core another process holds).
+# On a machine of your own, NUMBA_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 may pay.
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import pysbnn
-from pysbnn.entropy import SparsityTarget, binary_entropy
-from pysbnn.recipe import MLP_GAMMA, penalty_threshold, short_run_gamma
+import numpy as np  # noqa: E402
+
+import pysbnn  # noqa: E402
+from pysbnn.entropy import SparsityTarget, binary_entropy  # noqa: E402
+from pysbnn.recipe import MLP_GAMMA, penalty_threshold, short_run_gamma  # noqa: E402
+
+#: Optimiser steps per model that cap the number of epochs (see the module docstring).
+STEP_BUDGET = 7500
+
 
 class OneLineErrors(argparse.ArgumentParser):
     """Bad arguments: one line on stderr and exit code 2 (no usage dump)."""
@@ -47,7 +69,9 @@ def parse_args(argv):
     ap.add_argument("--targets", default="0.9,0.95,0.99",
                     help="comma-separated sparsity targets in (0, 1), e.g. 0.9,0.95,0.99")
     ap.add_argument("--domain", default="learned", help="sym, alpha_beta, learned or zero_one")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=30, help="the most epochs per model")
+    ap.add_argument("--steps", type=int, default=STEP_BUDGET,
+                    help="budget of optimiser steps per model: fewer epochs on larger data (0: no budget)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=512, help="width of the two hidden layers")
     ap.add_argument("--gamma", type=float, default=None, help="override the recipe's gamma")
@@ -66,8 +90,8 @@ def parse_args(argv):
         ap.error(f"--domain must be one of sym, alpha_beta, learned, zero_one; got {args.domain!r}")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         ap.error(f"--data-dir {args.data_dir!r} is not a directory")
-    if args.epochs < 1 or args.batch_size < 2 or args.hidden < 1:
-        ap.error("--epochs, --hidden must be >= 1 and --batch-size >= 2")
+    if args.epochs < 1 or args.batch_size < 2 or args.hidden < 1 or args.steps < 0:
+        ap.error("--epochs, --hidden must be >= 1, --batch-size >= 2 and --steps >= 0")
     if args.gamma is not None and not 0 <= args.gamma < 1:
         ap.error(f"--gamma must lie in [0, 1), got {args.gamma}")
     if args.quick:
@@ -87,6 +111,15 @@ def load(args):
     return x_train, y_train, x_test, y_test, mean, std
 
 
+def scheduled_epochs(n_train, batch_size, max_epochs, steps):
+    """Epochs per model: ``min(max_epochs, max(1, round(steps / steps_per_epoch)))``,
+    ``steps_per_epoch = n_train // batch_size``; ``steps = 0``: ``max_epochs``."""
+    per_epoch = max(1, n_train // batch_size)
+    if steps == 0:
+        return max_epochs
+    return min(max_epochs, max(1, round(steps / per_epoch)))
+
+
 def shift(xb, rng):
     """Augmentation: random shifts of up to 2 pixels (no flips: digits are not symmetric)."""
     return pysbnn.random_crop_flip(xb, rng, pad=2, flip=False)
@@ -101,7 +134,7 @@ def train_one(name, target, args, data):
     gamma = 0.0 if target is None else (args.gamma if args.gamma is not None else short_run_gamma(target, MLP_GAMMA))
     print(f"\n== {name}: target sparsity {target}, EC {ec}, gamma {gamma}", flush=True)
     ckpt = os.path.join(args.out, f"{name}.ckpt.npz")
-    history = pysbnn.fit(model, x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+    history = pysbnn.fit(model, x_train, y_train, epochs=args.run_epochs, batch_size=args.batch_size,
                          lr=1e-3, seed=args.seed, target_ec=ec, gamma=gamma,
                          penalty_threshold=penalty_threshold(ec),
                          augment=shift, validation=(x_test, y_test), checkpoint=ckpt)
@@ -223,6 +256,11 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+    args.run_epochs = scheduled_epochs(len(data[0]), args.batch_size, args.epochs, args.steps)
+    per_epoch = len(data[0]) // args.batch_size
+    print(f"schedule: {args.run_epochs} epochs x {per_epoch} steps = {args.run_epochs * per_epoch:,} "
+          f"optimiser steps per model (--epochs {args.epochs} at most, "
+          f"{f'budget {args.steps:,} steps' if args.steps else 'no step budget'})", flush=True)
     runs = [("bnn", None)] + [(f"sbnn{round(100 * t)}", t) for t in args.targets]
     rows, histories = [], {}
     try:

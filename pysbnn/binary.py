@@ -129,14 +129,21 @@ class _BinaryLayer(Layer):
         self._x = x
         return self.input_quantizer.forward(x) if self.binarize_input else x
 
-    def _finish_backward(self, dxb, dwq):
+    def _finish_backward(self, dxb, dwq, through_ste=True):
+        """Weight, tau, phi gradients from ``dwq``; the input gradient from ``dxb``
+        (w.r.t. the binarized input: through the STE unless ``through_ste`` is False)."""
         dw, dtau, dphi = self.domain.backward(dwq, self._wcache)
         self.grads["weight"] = dw
         if dtau is not None:
             self.grads["tau"], self.grads["phi"] = dtau, dphi
-        if self.binarize_input:
-            return dxb * self.input_quantizer.grad(self._x)
+        if dxb is None:                     # backward_params: no input gradient
+            return None
+        if self.binarize_input and through_ste:
+            return F.sign_ste_backward(dxb, self._x, self.input_quantizer, self.backend)
         return dxb
+
+    def backward_params(self, dout):
+        self.backward(dout, input_grad=False)
 
 
 class BinaryDense(_BinaryLayer):
@@ -189,8 +196,8 @@ class BinaryDense(_BinaryLayer):
         q = xb.sum(axis=1, keepdims=True)
         return tau * S + phi * q
 
-    def backward(self, dout):
-        dxb, dwq, _ = F.dense_backward(dout, self._cache)
+    def backward(self, dout, input_grad=True):
+        dxb, dwq, _ = F.dense_backward(dout, self._cache, input_grad)
         return self._finish_backward(dxb, dwq)
 
 
@@ -220,11 +227,29 @@ class BinaryConv2d(_BinaryLayer):
                     **self._binary_config())
 
     def forward(self, x, training=False):
-        xb = self._input(x)
         w_q, self._wcache = self._weights(training)
+        if self._on_packed_bits(x):
+            # sign(x) * w_q = tau S + phi Q with S, Q exact integers from the
+            # packed sign bits (XNOR-popcount); the same to float rounding
+            self._x = x
+            tau, phi = self.tau_phi() if training else self.cached("tau_phi", self.tau_phi)
+            out, self._cache = F.binary_conv3x3_forward(x, self.params["weight"], w_q, tau, phi,
+                                                        self.stride, self.backend)
+            return out
+        xb = self._input(x)
         out, self._cache = F.conv2d_forward(xb, w_q, None, self.stride, self.padding, self.backend)
         return out
 
-    def backward(self, dout):
-        dxb, dwq, _ = F.conv2d_backward(dout, self._cache)
-        return self._finish_backward(dxb, dwq)
+    def _on_packed_bits(self, x):
+        """The bit-packed path: a 3x3 conv on binarized input, padding 1, stride 1 or 2."""
+        return (self.binarize_input and self.kernel_size == 3 and self.padding == 1
+                and self.stride in (1, 2) and np.asarray(x).dtype.kind == "f"
+                and resolve_backend(self.backend) == "numba")
+
+    def backward(self, dout, input_grad=True):
+        if not self.binarize_input:
+            dxb, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad)
+            return self._finish_backward(dxb, dwq)
+        # the STE is applied while the kernel's padded result is cropped
+        dx, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad, self.input_quantizer, self._x)
+        return self._finish_backward(dx, dwq, through_ste=False)

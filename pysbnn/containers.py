@@ -57,6 +57,17 @@ class Sequential(Layer):
             dout = layer.backward(dout)
         return dout
 
+    def backward_params(self, dout):
+        """Backward through the layers until the first one holding parameters, which
+        computes only its parameter gradients; the layers in front of it are skipped."""
+        has_params = [any(True for _ in layer.named_parameters()) for layer in self.layers]
+        if True not in has_params:
+            return
+        first = has_params.index(True)
+        for layer in reversed(self.layers[first + 1:]):
+            dout = layer.backward(dout)
+        self.layers[first].backward_params(dout)
+
     def __len__(self):
         return len(self.layers)
 
@@ -98,3 +109,8 @@ class Residual(Layer):
     def backward(self, dout):
         dx = self.body.backward(dout)
         return dx + (dout if self.shortcut is None else self.shortcut.backward(dout))
+
+    def backward_params(self, dout):
+        self.body.backward_params(dout)
+        if self.shortcut is not None:
+            self.shortcut.backward_params(dout)

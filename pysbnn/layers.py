@@ -11,34 +11,10 @@ import numpy as np
 from . import functional as F
 from .kernels.jit import check_backend
 from . import validation
+from .params import as_generator, parameter_version, parameters_changed  # noqa: F401  (their home was here)
 from .validation import ANY, InputSpec, check_positive_int, conv_geometry
 
 LAYER_REGISTRY = {}
-
-_PARAMETER_VERSION = [0]
-
-
-def parameters_changed():
-    """Drop every cache derived from parameters (binarized weights of inference).
-
-    The optimisers, ``load_model`` / checkpoint loading, ``astype`` and latent
-    clipping call it; call it (or ``layer.parameters_changed()``) after
-    editing parameter arrays in place by hand.
-    """
-    _PARAMETER_VERSION[0] += 1
-
-
-def parameter_version():
-    """A counter that :func:`parameters_changed` advances."""
-    return _PARAMETER_VERSION[0]
-
-
-def as_generator(rng):
-    """``None``/int seed/Generator -> ``np.random.Generator``."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    return np.random.default_rng(rng)
-
 
 class Layer:
     """Base class. Subclasses define ``forward`` and ``backward``."""
@@ -128,6 +104,12 @@ class Layer:
                 layer.backend = backend
         return self
 
+    def backward_params(self, dout):
+        """Fill ``grads`` from ``dout`` without the input gradient (:func:`pysbnn.fit`: the
+        images need none). Layers without parameters do nothing; returns None."""
+        if self.params:
+            self.backward(dout)
+
     def zero_grad(self):
         for _, layer in self.named_layers():
             for key, value in layer.params.items():
@@ -213,12 +195,15 @@ class Dense(Layer):
         out, self._cache = F.dense_forward(x, self.params["weight"], self.params.get("bias"))
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.dense_backward(dout, self._cache)
+    def backward(self, dout, input_grad=True):
+        dx, dw, db = F.dense_backward(dout, self._cache, input_grad)
         self.grads["weight"] = dw
         if self.bias:
             self.grads["bias"] = db
         return dx
+
+    def backward_params(self, dout):
+        self.backward(dout, input_grad=False)
 
 
 class Conv2d(Layer):
@@ -254,12 +239,15 @@ class Conv2d(Layer):
                                             self.stride, self.padding, self.backend)
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self._cache)
+    def backward(self, dout, input_grad=True):
+        dx, dw, db = F.conv2d_backward(dout, self._cache, input_grad)
         self.grads["weight"] = dw
         if self.bias:
             self.grads["bias"] = db
         return dx
+
+    def backward_params(self, dout):
+        self.backward(dout, input_grad=False)
 
 
 class BatchNorm(Layer):
@@ -267,10 +255,14 @@ class BatchNorm(Layer):
 
     Train mode normalises with batch statistics and updates the running ones
     (``momentum`` as in PyTorch); eval mode uses the running statistics.
+    ``backend``: ``"auto" | "numba" | "numpy"``, the fused kernel passes or the
+    NumPy formulas of :func:`pysbnn.functional.batchnorm_forward` (a run-time
+    choice, not saved).
     """
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, backend="auto"):
         super().__init__()
+        self.backend = check_backend(backend)
         self.num_features = check_positive_int("num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must lie in [0, 1], got {momentum}")
@@ -291,7 +283,7 @@ class BatchNorm(Layer):
     def forward(self, x, training=False):
         out, self._cache = F.batchnorm_forward(
             x, self.params["gamma"], self.params["beta"], self.buffers["running_mean"],
-            self.buffers["running_var"], training, self.momentum, self.eps)
+            self.buffers["running_var"], training, self.momentum, self.eps, self.backend)
         return out
 
     def backward(self, dout):
@@ -308,14 +300,19 @@ class BatchNorm2d(BatchNorm):
 
 
 class HardTanh(Layer):
-    """``clip(x, -1, 1)``, the usual activation in front of a sign."""
+    """``clip(x, -1, 1)``, the usual activation in front of a sign. ``backend``
+    (run time, not saved): who computes the gradient mask."""
+
+    def __init__(self, backend="auto"):
+        super().__init__()
+        self.backend = check_backend(backend)
 
     def forward(self, x, training=False):
         out, self._cache = F.hardtanh_forward(x)
         return out
 
     def backward(self, dout):
-        return F.hardtanh_backward(dout, self._cache)
+        return F.hardtanh_backward(dout, self._cache, self.backend)
 
 
 class ReLU(Layer):

@@ -248,7 +248,7 @@ def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed
             xb, targets = _mixup(xb, yb, rng, mixup_alpha, num_classes)
         logits = model._forward(xb, training=True)
         loss, dlogits = softmax_cross_entropy(logits, targets)
-        model.backward(dlogits)
+        model.backward_params(dlogits)          # the input images need no gradient
         # a NaN/inf loss gets no penalty (its lambda is undefined); the check stops the run
         penalized = target_ec is not None and math.isfinite(loss)
         lam, push = _apply_penalty(model, loss, *penalty) if penalized else (0.0, None)

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "pysbnn"
 
 #: Floors from the bottom up; a module may import its own floor and the ones below.
 FLOORS = [
-    {"pysbnn.entropy", "pysbnn.analysis", "pysbnn._download", "pysbnn.idx", "pysbnn.validation",
+    {"pysbnn.entropy", "pysbnn.analysis", "pysbnn._download", "pysbnn.idx", "pysbnn.validation", "pysbnn.params",
      "pysbnn.stats"},
     {"pysbnn.kernels", "pysbnn.coding"},
     {"pysbnn.quantizers", "pysbnn.levels", "pysbnn.domains", "pysbnn.functional", "pysbnn.recipe",

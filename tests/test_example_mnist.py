@@ -104,3 +104,20 @@ def test_interrupt_keeps_finished_models(tmp_path):
         assert pysbnn.load_model(tmp_path / r["model_path"]) is not None
     if len(rows) < 4:                                # interrupted before the end
         assert proc.returncode == 130 and "interrupted" in err
+
+
+def test_schedule_scales_to_the_data():
+    """The step budget keeps the offline 5k default's 30 epochs and caps the full 60k at 8."""
+    import importlib.util
+    from unittest import mock
+    spec = importlib.util.spec_from_file_location("mnist_sbnn_example", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    with mock.patch.dict(os.environ):       # the script sets NUMBA_NUM_THREADS, which numba
+        spec.loader.exec_module(mod)        # refuses to see change once its threads run
+    budget = mod.STEP_BUDGET
+    assert mod.scheduled_epochs(4000, 64, 30, budget) == 30          # 62 steps per epoch
+    assert mod.scheduled_epochs(60000, 64, 30, budget) == 8          # 937 steps per epoch
+    assert mod.scheduled_epochs(60000, 64, 3, budget) == 3           # --epochs stays the cap
+    assert mod.scheduled_epochs(60000, 64, 30, 0) == 30              # --steps 0: no budget
+    assert mod.scheduled_epochs(100, 64, 30, 10) == 10
+    assert mod.scheduled_epochs(600000, 64, 30, budget) == 1

@@ -95,6 +95,17 @@ def resolve_backend(backend="auto"):
     return _STATE[key]
 
 
+def num_threads(backend="auto", work=None, min_work=0):
+    """Threads a compiled kernel should use: numba's current count, or 1 for
+    NumPy and for ``work`` below ``min_work`` (waking a second thread costs
+    tens of microseconds, and on a busy shared machine it may not run at all
+    until a time slice frees up)."""
+    if resolve_backend(backend) != "numba" or (work is not None and work < min_work):
+        return 1
+    import numba
+    return int(numba.get_num_threads())
+
+
 class Twins:
     """The jitted twins of one module's kernels, compiled together on first use.
 
