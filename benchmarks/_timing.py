@@ -79,3 +79,16 @@ def cpu_header():
         jit = "no numba"
     return (f"{name}, {os.cpu_count()} cpus; {feats}; python {platform.python_version()}, "
             f"numpy {np.__version__}, {jit}; load {host_load()}")
+
+
+def set_threads(n):
+    """numba's and BLAS's thread counts for pysbnn (PyTorch's are set per call);
+    threadpoolctl, when installed, limits BLAS (it costs milliseconds per call:
+    set once per round of interleaving)."""
+    import numba
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n)
+    except ImportError:
+        pass

@@ -38,7 +38,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 
 import _torch_twins as tt  # noqa: E402
-from _timing import cpu_header, interleaved_medians  # noqa: E402
+from _timing import cpu_header, interleaved_medians, set_threads  # noqa: E402
 
 import pysbnn  # noqa: E402
 from pysbnn.resnet import resnet18  # noqa: E402
@@ -55,15 +55,6 @@ def header():
     return f"{cpu_header()}; {torch}"
 
 
-def threads(n):
-    """Set numba's and BLAS's thread counts (torch sets its own per call)."""
-    import numba
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n)
-    except ImportError:
-        pass
 
 
 def sparse_model(model, density, x, seed=0):
@@ -104,7 +95,7 @@ def measure(kind, spec, x, quick):
         for batch in (1, spec["batch"]):
             xb, med = x[:batch], {}
             for n in (1, 2):                  # thread counts set once per round of interleaving
-                threads(n)
+                set_threads(n)
                 fns = {f"packed/{n}": lambda: packed.forward(xb),
                        f"float/{n}": lambda: model.forward(xb, training=False)}
                 if twin is not None:

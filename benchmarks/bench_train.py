@@ -39,7 +39,7 @@ if tt.available():
     import torch  # noqa: E402,F401  (before pysbnn: see the docstring)
 
 import numpy as np  # noqa: E402
-from _timing import cpu_header, host_load, interleaved_medians  # noqa: E402
+from _timing import cpu_header, host_load, interleaved_medians, set_threads  # noqa: E402
 
 import pysbnn  # noqa: E402
 from pysbnn.functional import softmax_cross_entropy  # noqa: E402
@@ -48,15 +48,6 @@ from pysbnn.resnet import resnet18  # noqa: E402
 RESNET_CASES = ((8, 32), (16, 128))
 
 
-def set_threads(n):
-    """numba's and BLAS's thread counts for pysbnn (PyTorch's are set per call)."""
-    import numba
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n)
-    except ImportError:
-        pass
 
 
 # ---------------------------------------------------------------------- MLP

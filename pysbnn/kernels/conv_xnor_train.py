@@ -88,6 +88,19 @@ def _border(acc, share, rm, cm):
                 acc[o] += share[t, o]
 
 
+def _emit(out, b, y, x, acc, share, rm, cm, ones, C_in, tau, phi):
+    """``out[b, y, x] = tau S + phi Q`` of one output position from its popcount
+    sums ``acc`` (2 x mismatches over all 9 taps, padded ones included), the
+    ones of its input window and the tap-validity masks ``rm``, ``cm``."""
+    n_valid = 9
+    if rm != 7 or cm != 7:
+        _border(acc, share, rm, cm)
+        n_valid = ((rm & 1) + (rm >> 1 & 1) + (rm >> 2)) * ((cm & 1) + (cm >> 1 & 1) + (cm >> 2))
+    q = phi * (2 * ones - C_in * n_valid)
+    for o in range(acc.shape[0]):
+        out[b, y, x, o] = tau * (9 * C_in - acc[o]) + q
+
+
 def _forward_image(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
     """out[b] = tau S + phi Q (see the module docstring) for image b."""
     nw, C_out = Wt.shape[1], Wt.shape[2]
@@ -113,14 +126,7 @@ def _forward_image(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
                                    + popcount64(a4 ^ Wt[4, w, o]) + popcount64(a5 ^ Wt[5, w, o])
                                    + popcount64(a6 ^ Wt[6, w, o]) + popcount64(a7 ^ Wt[7, w, o])
                                    + popcount64(a8 ^ Wt[8, w, o]))
-            rm, cm = rmask[y], cmask[x]
-            n_valid = 9
-            if rm != 7 or cm != 7:
-                _border(acc, share, rm, cm)
-                n_valid = ((rm & 1) + (rm >> 1 & 1) + (rm >> 2)) * ((cm & 1) + (cm >> 1 & 1) + (cm >> 2))
-            q = phi * (2 * ones - C_in * n_valid)
-            for o in range(C_out):
-                out[b, y, x, o] = tau * (9 * C_in - acc[o]) + q
+            _emit(out, b, y, x, acc, share, rmask[y], cmask[x], ones, C_in, tau, phi)
 
 
 def _forward_image_rows(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
@@ -148,14 +154,7 @@ def _forward_image_rows(b, A, Wt, share, C_in, stride, rmask, cmask, tau, phi, o
             ones = popcount64(r0) + popcount64(r1) + popcount64(r2)
             for o in range(C_out):
                 acc[o] = 2 * (popcount64(r0 ^ Wr[0, o]) + popcount64(r1 ^ Wr[1, o]) + popcount64(r2 ^ Wr[2, o]))
-            rm, cm = rmask[y], cmask[x]
-            n_valid = 9
-            if rm != 7 or cm != 7:
-                _border(acc, share, rm, cm)
-                n_valid = ((rm & 1) + (rm >> 1 & 1) + (rm >> 2)) * ((cm & 1) + (cm >> 1 & 1) + (cm >> 2))
-            q = phi * (2 * ones - C_in * n_valid)
-            for o in range(C_out):
-                out[b, y, x, o] = tau * (9 * C_in - acc[o]) + q
+            _emit(out, b, y, x, acc, share, rmask[y], cmask[x], ones, C_in, tau, phi)
 
 
 def _forward_serial(A, Wt, share, C_in, stride, rmask, cmask, tau, phi, out):
@@ -185,7 +184,7 @@ def _pack_parallel(x, A):
 
 _TWINS = Twins({"fwd": _forward_serial, "fwd_par": _forward_parallel,
                 "pack": _pack_serial, "pack_par": _pack_parallel},
-               helpers=(_pack_padded, _border, _forward_image, _forward_image_rows))
+               helpers=(_pack_padded, _border, _emit, _forward_image, _forward_image_rows))
 
 
 def pack_padded_signs(x, backend="auto", parallel=False):
