@@ -86,8 +86,8 @@ def count_bops(model, input_shape, batch=256, seed=0):
     model : a trained model or a :class:`~pysbnn.packed.model.PackedModel`
     input_shape : shape of one input as the model takes it, e.g. (28, 28)
     batch : batch size of the measuring forward pass; the bit-sliced dense
-        kernel runs from ``pysbnn.packed.dispatch.SLICED_MIN_BATCH`` samples
-        (128), so smaller batches count the XNOR pass of sparse layers too;
+        kernel runs from ``pysbnn.packed.dispatch.SLICED_MIN_BATCH`` samples,
+        so smaller batches count the XNOR pass of sparse layers too;
         ``executed`` is reported per image
 
     Returns
