@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from .kernels.adam import adam_update
+from .kernels.jit import check_backend
 from .layers import parameters_changed
 
 
@@ -88,28 +90,23 @@ class Adam(Optimizer):
               w \\leftarrow w - lr\\, \\hat m / (\\sqrt{\\hat v} + \\epsilon)
     """
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, post_step=()):
+    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, post_step=(),
+                 backend="auto"):
         super().__init__(model, lr, post_step)
         self.beta1 = _check("betas[0]", betas[0], 0.0, 1.0)
         self.beta2 = _check("betas[1]", betas[1], 0.0, 1.0)
         self.eps = _check("eps", eps, 0.0, low_open=True)
         self.weight_decay = _check("weight_decay", weight_decay, 0.0)
+        #: ``"auto" | "numba" | "numpy"``: the one-pass kernel or the NumPy formula
+        #: of :mod:`pysbnn.kernels.adam` (the same bits either way)
+        self.backend = check_backend(backend)
 
     def _update(self, name, p, g):
-        if self.weight_decay:
-            g = g + self.weight_decay * p
         slots = self.state.get(name)
         if slots is None:
             slots = self.state[name] = {"m": np.zeros_like(p), "v": np.zeros_like(p)}
-        m, v = slots["m"], slots["v"]
-        m *= self.beta1
-        m += (1 - self.beta1) * g
-        v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
-        c1 = 1 - self.beta1 ** self.t
-        c2 = 1 - self.beta2 ** self.t
-        step = (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
-        p -= step.astype(p.dtype, copy=False)
+        adam_update(p, g, slots["m"], slots["v"], self.lr, self.beta1, self.beta2, self.eps, self.t,
+                    self.weight_decay, self.backend)
 
 
 def cosine_lr(lr0, epoch, epochs, lr_min=0.0):

@@ -264,3 +264,29 @@ def test_clip_pass_equals_the_numpy_mask(dtype, backend):
         assert got.dtype == dtype and got.flags.c_contiguous
         np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(clip_pass(d[0, 0], d[1, 0], 0.5, backend), clip_pass_numpy(d[0, 0], d[1, 0], 0.5))
+
+
+# -------------------------------------------------------------- Adam
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_kernel_gives_the_bits_of_the_numpy_formula(dtype, weight_decay, backend):
+    from pysbnn.kernels.adam import adam_numpy, adam_update
+    rng = np.random.default_rng(3)
+    shape = (3, 1037)                             # not a whole number of vectors
+    w0 = rng.standard_normal(shape).astype(dtype)
+    state = {k: (w0.copy(), np.zeros_like(w0), np.zeros_like(w0)) for k in ("ref", "got")}
+    for t in range(1, 4):                         # bias corrections change every step
+        g = (rng.standard_normal(shape) * 10.0 ** -t).astype(dtype)
+        g.flat[:2] = [0.0, -0.0]
+        adam_numpy(*state["ref"][:1], g, *state["ref"][1:], 1e-3, 0.9, 0.999, 1e-8, t, weight_decay)
+        adam_update(*state["got"][:1], g, *state["got"][1:], 1e-3, 0.9, 0.999, 1e-8, t, weight_decay, backend)
+        for want, got in zip(state["ref"], state["got"]):
+            np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(state["got"][0], w0)
+    # non-contiguous moments fall back to the formula, same bits
+    w, m, v = w0.copy(), np.zeros((shape[1], shape[0]), dtype).T, np.zeros_like(w0)
+    adam_update(w, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1, weight_decay, backend)
+    wr, mr, vr = w0.copy(), np.zeros_like(w0), np.zeros_like(w0)
+    adam_numpy(wr, g, mr, vr, 1e-3, 0.9, 0.999, 1e-8, 1, weight_decay)
+    np.testing.assert_array_equal(w, wr)
+    np.testing.assert_array_equal(m, mr)

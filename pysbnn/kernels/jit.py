@@ -119,13 +119,17 @@ class Twins:
         ``register_jitable`` (``inline="always"`` for those in ``inline``).
     setup : callables run once before compiling (e.g. registering LLVM IR
         twins of helpers); skipped under ``NUMBA_DISABLE_JIT=1``.
+    error_model : numba's ``"python"`` (the default: a float division checks its
+        divisor to raise ZeroDivisionError, which keeps the loop from
+        vectorising) or ``"numpy"`` (IEEE results, inf or nan, as NumPy gives).
 
     ``twins[name]`` returns the compiled dispatcher (compiling, or loading from
     the cache, on the first access of any name).
     """
 
-    def __init__(self, kernels, helpers=(), inline=(), setup=()):
+    def __init__(self, kernels, helpers=(), inline=(), setup=(), error_model="python"):
         self.kernels, self.helpers, self.inline, self.setup = dict(kernels), helpers, inline, setup
+        self.error_model = error_model
         self._compiled = {}
 
     def __getitem__(self, name):
@@ -157,4 +161,5 @@ class Twins:
             if parallel:
                 fn.__globals__["prange"] = numba.prange
             # no fastmath: integer kernels gain nothing, and x >= 0 on NaN must stay False
-            self._compiled[name] = numba.njit(cache=True, parallel=parallel, nogil=True)(fn)
+            self._compiled[name] = numba.njit(cache=True, parallel=parallel, nogil=True,
+                                              error_model=self.error_model)(fn)
