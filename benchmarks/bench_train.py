@@ -13,8 +13,8 @@ binarized ResNet-18 steps.
   sign STE), one training step on random 28x28 images, width 8 at batch 32
   and width 16 at batch 128; twin ``_torch_twins.binary_resnet18_train``.
 
-A pysbnn step is what ``pysbnn.fit`` does without the sparsity penalty:
-forward, softmax cross-entropy, ``backward_params`` (no gradient for the
+A pysbnn step is what ``pysbnn.fit`` does without the sparsity penalty
+(under fit's thread policy, ``pysbnn.train.training_threads``): forward, softmax cross-entropy, ``backward_params`` (no gradient for the
 input images, as PyTorch computes none for a tensor that does not require
 it), Adam with latent weights clipped to 1.5. Each comparison runs with 1
 and with 2 threads for both libraries (numba and BLAS threads for pysbnn,
@@ -44,6 +44,7 @@ from _timing import cpu_header, host_load, interleaved_medians, set_threads  # n
 import pysbnn  # noqa: E402
 from pysbnn.functional import softmax_cross_entropy  # noqa: E402
 from pysbnn.resnet import resnet18  # noqa: E402
+from pysbnn.train import training_threads  # noqa: E402
 
 RESNET_CASES = ((8, 32), (16, 128))
 
@@ -117,10 +118,11 @@ def pysbnn_step_fn(width, x, y, threads):
 
     def step():
         set_threads(threads)
-        logits = model.forward(x, training=True)
-        _, d = softmax_cross_entropy(logits, y)
-        model.backward_params(d)
-        opt.step()
+        with training_threads(model):           # what pysbnn.fit trains under
+            logits = model.forward(x, training=True)
+            _, d = softmax_cross_entropy(logits, y)
+            model.backward_params(d)
+            opt.step()
     return step
 
 

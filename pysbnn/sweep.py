@@ -44,15 +44,10 @@ def limit_threads():
     """Inside a running process: BLAS/OpenMP pools to 1 thread (threadpoolctl), Numba to 1.
 
     Returns the threadpoolctl limiter (keep it alive; it restores on
-    ``.restore_original_limits()``), or None without threadpoolctl.
+    ``.restore_original_limits()``).
     """
-    limiter = None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        pass
-    else:
-        limiter = threadpool_limits(1)
+    from threadpoolctl import threadpool_limits
+    limiter = threadpool_limits(1)
     try:
         import numba
     except ImportError:

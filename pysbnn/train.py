@@ -11,6 +11,7 @@ epoch ``e`` come from ``np.random.default_rng([seed, e])``, so a run resumed
 from a checkpoint ends with the same weights as an uninterrupted one.
 """
 
+import contextlib
 import itertools
 import math
 import os
@@ -19,9 +20,11 @@ import time
 import numpy as np
 
 from . import entropy
+from .binary import BinaryConv2d
 from .functional import one_hot, softmax_cross_entropy
 from .serialize import atomic_savez, encode_json, load_arrays, model_arrays, read_npz
 from .optim import SGD, Adam, clip_latent_weights, cosine_lr
+from .kernels.jit import blas_threads, num_threads
 from .progress import Progress
 from .validation import check_finite_model, check_labels, check_pair, check_positive_int, first_non_finite
 
@@ -211,18 +214,32 @@ def fit(model, x_train, y_train, *, epochs=10, batch_size=128, optimizer="adam",
         raise ValueError(f"batch_size {batch_size} exceeds the {len(x_train)} training samples")
     num_classes = model.num_classes() or int(np.max(y_train)) + 1
     progress = Progress(epochs, steps, stream, verbose)
-    for epoch in range(start, epochs):
-        row = _train_epoch(model, opt, x_train, y_train, epoch, epochs, batch_size, lr, schedule,
-                           seed, mixup_alpha, augment,
-                           (target_ec, gamma, penalty_threshold, penalty_scaling),
-                           progress, num_classes)
-        if validation is not None:
-            row["val_loss"], row["val_acc"] = _evaluate(model, *validation, batch_size=1000)
-        history.append(row)
-        if checkpoint:
-            _save_checkpoint(checkpoint, model, opt, epoch, history, run_id)
-        progress.epoch(row)
+    with training_threads(model):
+        for epoch in range(start, epochs):
+            row = _train_epoch(model, opt, x_train, y_train, epoch, epochs, batch_size, lr, schedule,
+                               seed, mixup_alpha, augment,
+                               (target_ec, gamma, penalty_threshold, penalty_scaling),
+                               progress, num_classes)
+            if validation is not None:
+                row["val_loss"], row["val_acc"] = _evaluate(model, *validation, batch_size=1000)
+            history.append(row)
+            if checkpoint:
+                _save_checkpoint(checkpoint, model, opt, epoch, history, run_id)
+            progress.epoch(row)
     return history
+
+
+def training_threads(model):
+    """The thread setting :func:`fit` trains ``model`` under (a context manager).
+
+    A model with binary convolutions spends its step in numba-parallel kernels;
+    it trains with BLAS on one thread (its float GEMMs are small), because
+    OpenBLAS's spinning workers would take the core numba's second thread needs
+    (:func:`pysbnn.kernels.jit.blas_threads`). Dense models are BLAS-bound and
+    keep BLAS's threads. Serial numba (one thread) changes nothing.
+    """
+    convs = any(isinstance(layer, BinaryConv2d) for _, layer in model.named_layers())
+    return blas_threads(1) if convs and num_threads() > 1 else contextlib.nullcontext()
 
 
 def _train_epoch(model, opt, x, y, epoch, epochs, batch_size, lr, schedule, seed,

@@ -149,3 +149,30 @@ def test_random_crop_flip_moves_pixels_consistently():
         found = any(np.array_equal(out[i], w) or np.array_equal(out[i], w[:, ::-1])
                     for dy in range(5) for dx in range(5) for w in [xp[dy:dy + 5, dx:dx + 5]])
         assert found
+
+
+def test_conv_nets_train_with_single_threaded_blas():
+    """fit's thread policy: BLAS on one thread for a model with binary convs when
+    numba runs several threads (OpenBLAS's spinning workers would take the core
+    numba's second thread needs), BLAS untouched for dense models."""
+    numba = pytest.importorskip("numba")
+    from threadpoolctl import threadpool_info
+
+    from pysbnn.kernels.jit import jit_disabled
+    from pysbnn.resnet import resnet18
+    from pysbnn.train import training_threads
+    if numba.config.NUMBA_NUM_THREADS < 2 or jit_disabled():
+        pytest.skip("needs numba with two threads")
+
+    def blas():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    before, threads = blas(), numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        with training_threads(resnet18(width=4)):
+            inside = blas()
+        with training_threads(tiny_model()):
+            dense = blas()
+    finally:
+        numba.set_num_threads(threads)
+    assert inside == [1] * len(before) and dense == before and blas() == before
