@@ -41,6 +41,28 @@ def test_lanes_round_trip_and_padding(n):
     assert h[0, 2, 7, 0] == x[0, 1, 2, 2]                                  # [g, c, y W + x, j]
 
 
+@pytest.mark.parametrize("n,C_in,C_out,H,W", [(1, 1, 16, 28, 28), (70, 1, 5, 6, 7), (64, 3, 8, 5, 5)])
+def test_stem_writes_the_lanes_of_the_float_conv(n, C_in, C_out, H, W):
+    """The stem conv computed on lanes (kernels.stem) equals im2col + GEMM + bias converted
+    to lanes, to float32 rounding (another summation order); padding lanes are zero."""
+    from pysbnn.kernels import stem
+    rng = np.random.default_rng(n + C_in)
+    x = rng.standard_normal((n, H, W, C_in)).astype(np.float32)
+    w = rng.standard_normal((C_out, C_in, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(C_out).astype(np.float32)
+    ref = stem.stem_lanes_numpy(x, w, b)
+    assert ref.shape == (lanes.n_lanes(n) // 64, C_out, H * W, 64)
+    np.testing.assert_array_equal(stem.stem_lanes(x, w, b, "numpy"), ref)
+    for parallel in (False, True):
+        got = stem.stem_lanes(x, w, b, "numba", parallel)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        assert not got.transpose(0, 3, 2, 1).reshape(-1, H * W, C_out)[n:].any()
+    corner = (w[:, :, 1:, 1:] * x[0, :2, :2, :].transpose(2, 0, 1)).sum(axis=(1, 2, 3)) + b
+    np.testing.assert_allclose(ref[0, :, 0, 0], corner, rtol=1e-5)       # zero padding at (0, 0)
+    with pytest.raises(ValueError, match="stem_lanes takes"):
+        stem.stem_lanes(x, w[:, :, :2], b)
+
+
 # (C, H, W): planes of (H + 2)(W + 2) = 63 / 64 / 65 / 128 words (8-word vectors and
 # 64-word blocks), C = 7 / 15 / 16 / 22 around the carry-save groups of 15 and 7
 PACK_SHAPES = [(7, 7, 5), (15, 6, 6), (16, 3, 11), (22, 14, 6), (1, 1, 1), (3, 4, 4)]
@@ -161,6 +183,10 @@ def test_lane_kernels_run_uncompiled():
         "    b = conv_lanes.unit_lanes(pl, su, plan, 5, 6, s, 1, np.ones(4), -0.2, np.zeros(4), sc, n=70,\n"
         "                              backend='numpy')\n"
         "    assert all((u == v).all() for u, v in zip(a[:3], b[:3])) and a[3] == b[3]\n"
+        "from pysbnn.kernels import stem\n"
+        "x, w = rng.standard_normal((70, 4, 5, 2)), rng.standard_normal((3, 2, 3, 3))\n"
+        "assert np.allclose(stem.stem_lanes(x, w, np.ones(3), 'numba'), stem.stem_lanes_numpy(x, w, np.ones(3)),\n"
+        "                   atol=1e-5)\n"
         "print('ok')\n")
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT,
@@ -181,13 +207,13 @@ def _packed_resnet(density, backend):
 
 @pytest.mark.parametrize("density", [0.05, 0.5])
 def test_packed_resnet_lanes_equal_images_and_float(density, backend, monkeypatch):
-    """From LANES_MIN_BATCH images on, the units run on lanes and hand each other sign
-    planes. Through the identity-shortcut units of stage 1 the stream equals the image
+    """From LANES_MIN_BATCH images on, the stem writes lanes and the units run on them,
+    handing each other sign planes. Through the identity-shortcut units of stage 1 the stream equals the image
     path's bit for bit; after them the 1x1 shortcuts' GEMMs (BLAS on other shapes) and the
     pooling sum in other orders, so the logits agree to float32 rounding. Predictions equal
     the float simulation's, executed op counts the analytic ones."""
-    from pysbnn.containers import Sequential
     from pysbnn.packed import residual
+    from pysbnn.packed.stream import LaneStream
     from pysbnn.resnet import binary_conv_layers
     if JIT_OFF and backend == "numba":
         pytest.skip("the uncompiled lane kernels take minutes on 70 images (covered by the small cases)")
@@ -197,12 +223,18 @@ def test_packed_resnet_lanes_equal_images_and_float(density, backend, monkeypatc
     n = 70                                                  # two lane groups, the second mostly padding
     x = np.random.default_rng(1).integers(0, 256, (n, 28, 28)).astype(np.uint8)
     assert n >= residual.LANES_MIN_BATCH
-    stage1 = Sequential(packed.net.layers[:3])              # Normalize, stem, 4 units
-    lane_stream = np.asarray(stage1.forward(x))
+    stem = packed.net.layers[0]                             # the stem writes the lanes directly
+    assert stem.emits and isinstance(stem.forward(x), LaneStream)
+    h0 = np.asarray(stem.forward(x))
+    stage1 = packed.net.layers[1]                           # stage 1 (4 units) from the stem's output
+    lane_stream = np.asarray(stage1.forward(h0))
     lane_logits = packed.forward(x)
     lane_ops = [u.conv.last_ops for u in units]
     monkeypatch.setattr(residual, "LANES_MIN_BATCH", 10 ** 9)
-    np.testing.assert_array_equal(stage1.forward(x), lane_stream)
+    h0_images = stem.forward(x)                             # im2col + GEMM: other summation order
+    assert isinstance(h0_images, np.ndarray)
+    np.testing.assert_allclose(h0_images, h0, rtol=1e-5, atol=1e-5 * np.abs(h0).max())
+    np.testing.assert_array_equal(stage1.forward(h0), lane_stream)
     np.testing.assert_allclose(packed.forward(x), lane_logits, rtol=1e-5, atol=1e-5)
     assert [u.conv.last_ops for u in units] == lane_ops
     positions = [784] * 4 + [196] * 4 + [49] * 4 + [16] * 4

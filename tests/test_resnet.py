@@ -307,17 +307,20 @@ def _trained_like_resnet(density, width, seed=0):
 
 @pytest.mark.parametrize("density", [0.05, 0.5])
 def test_packed_resnet_agrees_with_float_simulation(density, backend, tmp_path):
-    """pack() fuses every IR-Net unit (K0/K1 conv kernels + Eq. 20 + BatchNorm + residual
-    + HardTanh) and agrees with the float simulation after every stage."""
+    """pack() fuses the stem (Normalize, conv, BatchNorm) and every IR-Net unit (K0/K1 conv
+    kernels + Eq. 20 + BatchNorm + residual + HardTanh) and agrees with the float
+    simulation after every stage."""
     from pysbnn.packed.residual import PackedResidualUnit
+    from pysbnn.packed.stem import PackedStem
     model, x = _trained_like_resnet(density, width=8)
     packed = pysbnn.pack(model, backend=backend)
     units = [l for _, l in packed.net.named_layers() if isinstance(l, PackedResidualUnit)]
     assert len(units) == 16 and len(packed.packed_layers()) == 16
     assert sum(u.shortcut_stride > 0 for u in units) == 3
-    for k in range(1, len(model.layers) + 1):              # the stream after every stage
+    assert isinstance(packed.net.layers[0], PackedStem) and len(packed.net.layers) == len(model.layers) - 2
+    for k in range(3, len(model.layers) + 1):              # the stream after the stem and every stage
         ref = Sequential(model.layers[:k]).forward(x, training=False)
-        out = Sequential(packed.net.layers[:k]).forward(x, training=False)
+        out = Sequential(packed.net.layers[:k - 2]).forward(x, training=False)
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ref).max()))
     assert np.std(Sequential(model.layers[:4]).forward(x), axis=0).max() > 1e-2   # not a constant
     np.testing.assert_array_equal(packed.predict(x), model.predict(x))

@@ -9,7 +9,10 @@ into it (:mod:`pysbnn.packed.fold`):
   dense layer: the packed layer takes the raw pixels, exact integers;
 * the ``BatchNorm`` behind a binary layer;
 * the sign of a following binary dense layer: then only bits travel on,
-  tested by an integer threshold.
+  tested by an integer threshold;
+* a ResNet's stem ``Normalize -> Conv2d 3x3 -> BatchNorm2d`` in front of a
+  fused unit into one :class:`~pysbnn.packed.stem.PackedStem` that writes
+  the first unit's lanes.
 """
 
 import copy
@@ -25,6 +28,7 @@ from . import fold, mlp, storage
 from .bits import Bits
 from .layers import PackedBinaryConv2d, PackedBinaryDense
 from .residual import PackedResidualUnit, fold_shortcut, is_unit, link_units
+from .stem import fuse_stem
 
 
 def _pack_layer(layer):
@@ -94,7 +98,7 @@ def _pack_sequential(seq):
                      and after.binarize_input)
         out.append(_pack_binary(layer, normalize, bn, sign_next))
         i += 2 if bn is not None else 1
-    return Sequential(out)
+    return Sequential(fuse_stem(out, Conv2d, BatchNorm))
 
 
 def pack(model, backend="auto"):

@@ -144,21 +144,21 @@ class PackedResidualUnit(Layer):
         return out
 
 
-def _in_order(layer):
+def in_order(layer):
     """The layers a forward pass runs one after the other (Sequentials flattened)."""
     if isinstance(layer, Sequential):
         for child in layer.layers:
-            yield from _in_order(child)
+            yield from in_order(child)
     else:
         yield layer
 
 
 def link_units(net):
-    """Mark every unit whose next layer is a unit too: it hands on a :class:`LaneStream`
-    with the next planes (``emits``) instead of an NHWC array."""
-    order = list(_in_order(net))
+    """Mark every layer that can hand on a :class:`LaneStream` (a unit, the packed stem:
+    those with ``emits``) whose next layer is a unit: it then does, instead of an NHWC array."""
+    order = list(in_order(net))
     for a, b in zip(order, order[1:] + [None]):
-        if isinstance(a, PackedResidualUnit):
+        if hasattr(a, "emits"):
             a.emits = isinstance(b, PackedResidualUnit)
 
 
