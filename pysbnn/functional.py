@@ -144,8 +144,10 @@ class BinaryConvCache(NamedTuple):
     tau_phi: tuple
 
 
-#: kernels smaller than this (multiply-adds of the float product) run on one thread
-PARALLEL_MIN_MACS = 1 << 26
+#: kernels smaller than this (multiply-adds of the float product) run on one thread.
+#: Measured (docs/benchmarks.md, "Threads for small steps"): with 2**26 every conv of
+#: a width-8, batch-32 ResNet step ran serially; with 2**20 the step was 1.14-1.30x faster
+PARALLEL_MIN_MACS = 1 << 20
 #: BatchNorm passes over fewer elements run on one thread
 PARALLEL_MIN_ELEMENTS = 1 << 20
 
