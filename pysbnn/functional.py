@@ -17,7 +17,7 @@ from .kernels.conv_sign_tables import sign_table_input_grad, sign_table_weight_g
 from .kernels.conv_xnor_train import pack_padded_signs, prepare_sign_weights, xnor_conv3x3_train
 from .kernels.im2col import col2im, conv_output_size, im2col
 from .kernels.jit import num_threads, resolve_backend
-from .kernels.passthrough import clip_pass
+from .kernels.passthrough import clip_pass, ede_pass
 
 
 # --------------------------------------------------------------------- dense
@@ -310,9 +310,14 @@ def hardtanh_backward(dout, x, backend="numpy"):
 
 def sign_ste_backward(dout, x, quantizer, backend="numpy"):
     """The chain rule through a sign STE: ``dout * quantizer.grad(x)``. The clipped
-    identity's (``|x| <= 1``) runs as one kernel pass with ``backend="numba"``."""
-    if quantizer.name == "clipped" and resolve_backend(backend) == "numba":
-        return clip_pass(dout, x, 1.0, backend)
+    identity's (``|x| <= 1``) and EDE's run as one kernel pass with ``backend="numba"``
+    (:mod:`pysbnn.kernels.passthrough`)."""
+    if resolve_backend(backend) == "numba":
+        if quantizer.name == "clipped":
+            return clip_pass(dout, x, 1.0, backend)
+        if (quantizer.name == "ede" and dout.flags.c_contiguous and dout.shape == np.shape(x)
+                and dout.dtype == np.asarray(x).dtype):
+            return ede_pass(dout, x, quantizer.t, quantizer.k)
     return dout * quantizer.grad(x)
 
 

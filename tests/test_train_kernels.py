@@ -266,6 +266,35 @@ def test_clip_pass_equals_the_numpy_mask(dtype, backend):
     np.testing.assert_array_equal(clip_pass(d[0, 0], d[1, 0], 0.5, backend), clip_pass_numpy(d[0, 0], d[1, 0], 0.5))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("epoch", [0, 4, 10])
+def test_ede_pass_equals_dout_times_the_ede_gradient(dtype, epoch):
+    """EDE's chain rule in one pass, 4 k t e / (1 + e)^2 with e = exp(-2 t |x|), equals
+    dout * EDE.grad(x) (k t (1 - tanh^2(t x))) to rounding, on both sides of zero, far out
+    (where tanh rounds to 1) and at +-inf; serial and parallel; the layer path uses it."""
+    from pysbnn.functional import sign_ste_backward
+    from pysbnn.kernels.passthrough import CHUNK, ede_pass
+    from pysbnn.quantizers import EDE
+    q = EDE(epoch, 10)
+    rng = np.random.default_rng(epoch)
+    x = (rng.standard_normal(4 * CHUNK + 37) * 2).astype(dtype)
+    x[:6] = [0.0, -0.0, 1e-3, -30.0, np.inf, -np.inf]
+    d = rng.standard_normal(x.shape).astype(dtype)
+    want = d * q.grad(x)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    atol = rtol * q.k * q.t * np.abs(d).max()              # cancellation in 1 - tanh^2 far out
+    for parallel in (False, True):
+        got = ede_pass(d, x, q.t, q.k, parallel)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    assert ede_pass(d, x, q.t, q.k)[0] == pytest.approx(d[0] * q.k * q.t, rel=1e-6)
+    assert ede_pass(d, x, q.t, q.k)[4] == 0.0
+    d4, x4 = d[:120].reshape(2, 3, 4, 5), x[:120].reshape(2, 3, 4, 5)
+    np.testing.assert_allclose(sign_ste_backward(d4, x4, q, "numba"), d4 * q.grad(x4), rtol=rtol, atol=atol)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        ede_pass(d4[:, ::2], x4[:, ::2], q.t, q.k)
+
+
 # -------------------------------------------------------------- Adam
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])

@@ -12,11 +12,30 @@ once (measured: 5x faster on a ResNet's 1.6 M-element activations). The
 binary convs' input-gradient kernels apply the same mask while they write
 their result (``conv_input_grad``, ``conv_sign_tables``).
 The NumPy expression above is the reference.
+
+EDE's gradient (IR-Net; :class:`pysbnn.quantizers.EDE`) gets the same
+treatment, :func:`ede_pass`:
+
+.. math:: \partial x = \partial y \cdot k t \bigl(1 - \tanh^2(t x)\bigr)
+          = \partial y \cdot \frac{4 k t\, e}{(1 + e)^2}, \qquad e = e^{-2 t |x|},
+
+one pass in place of NumPy's five, split over numba's threads for large
+arrays (measured on a 2-core Zen 3, 200 k float32 elements: NumPy 0.84 ms,
+the kernel 0.79 serial and 0.50 with 2 threads; 3 % of a width-8, batch-32
+ResNet training step). The two forms are
+equal in exact arithmetic; in float32 they agree to rounding (the reference,
+``dout * EDE.grad(x)``, loses the tail to cancellation where ``tanh`` rounds
+to 1, the kernel keeps it: both are then below ``1e-7 k t``).
 """
 
 import numpy as np
 
-from .jit import Twins, resolve_backend
+from .jit import Twins, num_threads, resolve_backend
+
+prange = range      # numba.prange in the parallel kernel (see jit.Twins)
+
+#: elements per parallel chunk of :func:`ede_pass`
+CHUNK = 1 << 14
 
 
 def clip_pass_numpy(d, x, bound):
@@ -30,7 +49,26 @@ def _clip_pass_flat(d, x, bound, out):
         out[i] = d[i] if -bound <= v <= bound else 0.0
 
 
+def _ede_span(d, x, a, c, out, lo, hi):
+    """out = d * c e / (1 + e)^2, e = exp(a |x|), over [lo, hi); a = -2 t, c = 4 k t."""
+    for i in range(lo, hi):
+        e = np.exp(a * np.abs(x[i]))
+        out[i] = d[i] * (c * e / ((1 + e) * (1 + e)))
+
+
+def _ede_serial(d, x, a, c, out):
+    _ede_span(d, x, a, c, out, 0, d.shape[0])
+
+
+def _ede_parallel(d, x, a, c, out):
+    for k in prange((d.shape[0] + CHUNK - 1) // CHUNK):
+        _ede_span(d, x, a, c, out, k * CHUNK, min((k + 1) * CHUNK, d.shape[0]))
+
+
 _TWINS = Twins({"flat": _clip_pass_flat})
+# numpy's error model: a division by zero is inf (as in NumPy), no divisor check
+_EDE = Twins({"ede": _ede_serial, "ede_par": _ede_parallel}, helpers=(_ede_span,), inline=(_ede_span,),
+             error_model="numpy")
 
 
 def clip_pass(d, x, bound=1.0, backend="auto"):
@@ -44,4 +82,21 @@ def clip_pass(d, x, bound=1.0, backend="auto"):
     out = np.empty(d.shape, d.dtype)
     _TWINS["flat"](d.reshape(-1), np.ascontiguousarray(x, dtype=d.dtype).reshape(-1), d.dtype.type(bound),
                    out.reshape(-1))
+    return out
+
+
+def ede_pass(d, x, t, k, parallel=None):
+    """``d * k t (1 - tanh^2(t x))`` by the kernel (same shape and dtype as ``d``):
+    the chain rule through EDE with slope ``t`` and gain ``k``. ``d`` C-contiguous
+    float, ``x`` of its shape; ``parallel``: split over numba's threads (default:
+    from ``4 CHUNK`` elements when there are several). The reference is
+    ``d * EDE.grad(x)`` (:func:`pysbnn.functional.sign_ste_backward` chooses)."""
+    if d.shape != x.shape or not d.flags.c_contiguous:
+        raise ValueError(f"ede_pass needs a C-contiguous d of x's shape, got {d.shape} and {x.shape}")
+    if parallel is None:
+        parallel = num_threads("numba", d.size, 4 * CHUNK) > 1
+    out = np.empty(d.shape, d.dtype)
+    f = d.dtype.type
+    _EDE["ede_par" if parallel else "ede"](d.reshape(-1), np.ascontiguousarray(x, dtype=d.dtype).reshape(-1),
+                                           f(-2.0 * t), f(4.0 * k * t), out.reshape(-1))
     return out
