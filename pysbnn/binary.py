@@ -247,9 +247,7 @@ class BinaryConv2d(_BinaryLayer):
                 and resolve_backend(self.backend) == "numba")
 
     def backward(self, dout, input_grad=True):
-        if not self.binarize_input:
-            dxb, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad)
-            return self._finish_backward(dxb, dwq)
-        # the STE is applied while the kernel's padded result is cropped
-        dx, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad, self.input_quantizer, self._x)
+        # with a binarized input, the STE is applied while the kernel's padded result is cropped
+        quantizer = self.input_quantizer if self.binarize_input else None
+        dx, dwq = F.binary_conv3x3_backward(dout, self._cache, input_grad, quantizer, self._x)
         return self._finish_backward(dx, dwq, through_ste=False)

@@ -60,10 +60,10 @@ class Sequential(Layer):
     def backward_params(self, dout):
         """Backward through the layers until the first one holding parameters, which
         computes only its parameter gradients; the layers in front of it are skipped."""
-        has_params = [any(True for _ in layer.named_parameters()) for layer in self.layers]
-        if True not in has_params:
+        first = next((i for i, layer in enumerate(self.layers)
+                      if next(layer.named_parameters(), None) is not None), None)
+        if first is None:
             return
-        first = has_params.index(True)
         for layer in reversed(self.layers[first + 1:]):
             dout = layer.backward(dout)
         self.layers[first].backward_params(dout)

@@ -227,17 +227,17 @@ def binary_conv3x3_backward(dout, cache, input_grad=True, quantizer=None, x=None
     if not input_grad:
         return None, dw
     parallel = threads > 1 and n > 1
+    fused = quantizer is not None and quantizer.name == "clipped"       # the STE applied while cropping
+    mask_x, bound = (x, 1.0) if fused else (None, None)
     if _input_grad_method(c_in) == "scatter":
         w9 = tap_weights(w_q, padded_channels(c_in))
-        if quantizer is not None and quantizer.name == "clipped":        # the STE fused
-            return conv3x3_input_grad(d, w9, h, w, stride, c_in, parallel, x, 1.0), dw
-        dxb = conv3x3_input_grad(d, w9, h, w, stride, c_in, parallel)
+        dxb = conv3x3_input_grad(d, w9, h, w, stride, c_in, parallel, mask_x, bound)
     else:
         tau, phi = cache.tau_phi
-        if quantizer is not None and quantizer.name == "clipped":        # the STE fused
-            return sign_table_input_grad(d, cache.w_signs, tau, phi, h, w, stride, parallel, x, 1.0), dw
-        dxb = sign_table_input_grad(d, cache.w_signs, tau, phi, h, w, stride, parallel)
-    return (dxb if quantizer is None else sign_ste_backward(dxb, x, quantizer, backend)), dw
+        dxb = sign_table_input_grad(d, cache.w_signs, tau, phi, h, w, stride, parallel, mask_x, bound)
+    if quantizer is None or fused:
+        return dxb, dw
+    return sign_ste_backward(dxb, x, quantizer, backend), dw
 
 
 # ----------------------------------------------------------------- batchnorm

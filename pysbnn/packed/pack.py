@@ -98,7 +98,7 @@ def _pack_sequential(seq):
                      and after.binarize_input)
         out.append(_pack_binary(layer, normalize, bn, sign_next))
         i += 2 if bn is not None else 1
-    return Sequential(fuse_stem(out, Conv2d, BatchNorm))
+    return Sequential(fuse_stem(out))
 
 
 def pack(model, backend="auto"):

@@ -104,6 +104,11 @@ class PackedResidualUnit(Layer):
             out[g] += b
         return out.reshape(G, -1, P, lanes.LANES)
 
+    def _plan(self):
+        """Kernel B's plan of the unit's conv, kept until its parameters change."""
+        conv = self.conv
+        return conv.cached("conv3x3", lambda: SbnnConvPlan(conv.ones_kernels(), binary=True))
+
     def forward(self, x, training=False):
         conv = self.conv
         if np.shape(x)[3] != conv.in_channels:
@@ -117,7 +122,7 @@ class PackedResidualUnit(Layer):
         the consumer is a unit (``emits``), else NHWC."""
         conv, backend = self.conv, self.conv.backend
         planes, sums = s.packed(backend)
-        plan = conv.cached("conv3x3", lambda: SbnnConvPlan(conv.ones_kernels(), binary=True))
+        plan = self._plan()
         aff = conv.affine
         h, pn, on, ops = conv_lanes.unit_lanes(planes, sums, plan, s.H, s.W, conv.stride, conv.padding,
                                                aff.A, aff.xi, aff.C, self._shortcut_lanes(s.h, s.H, s.W),
@@ -134,7 +139,7 @@ class PackedResidualUnit(Layer):
         n, C, H, W = h.shape
         planes, ones = residual.pack_planes_counting(h, backend)
         q = residual.window_sums((2 * ones - C).reshape(n, H, W), conv.stride, conv.padding, backend)
-        plan = conv.cached("conv3x3", lambda: SbnnConvPlan(conv.ones_kernels(), binary=True))
+        plan = self._plan()
         zbuf, R, ops = sbnn_conv3x3_buffer(planes, plan, H, W, conv.stride, conv.padding, backend=backend)
         aff = conv.affine
         out = residual.unit_output(zbuf, R, q, aff.A, aff.xi, aff.C, self._shortcut(h), self.clip,

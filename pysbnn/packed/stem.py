@@ -15,7 +15,7 @@ import numpy as np
 from .. import functional as F
 from ..kernels import stem
 from ..kernels.jit import check_backend
-from ..layers import Layer, Normalize
+from ..layers import BatchNorm, Conv2d, Layer, Normalize
 from ..validation import InputSpec
 from . import fold
 from . import residual
@@ -71,21 +71,21 @@ class PackedStem(Layer):
         return out
 
 
-def is_stem(normalize, conv, bn, conv2d, batchnorm):
+def is_stem(normalize, conv, bn):
     """True for ``Normalize -> Conv2d 3x3 (padding 1, stride 1) -> BatchNorm``."""
-    return (isinstance(normalize, Normalize) and not normalize.flatten and isinstance(conv, conv2d)
+    return (isinstance(normalize, Normalize) and not normalize.flatten and isinstance(conv, Conv2d)
             and conv.kernel_size == 3 and conv.padding == 1 and conv.stride == 1
-            and isinstance(bn, batchnorm))
+            and isinstance(bn, BatchNorm))
 
 
-def fuse_stem(layers, conv2d, batchnorm):
+def fuse_stem(layers):
     """``layers`` (a packed Sequential's list) with a stem pattern that a residual
     unit follows replaced by its :class:`PackedStem` (elsewhere the three layers stay:
     without a unit to hand lanes to there is nothing to gain)."""
     out = list(layers)
     for i in range(len(out) - 3):
         first = next(in_order(out[i + 3]), None)
-        if is_stem(*out[i:i + 3], conv2d, batchnorm) and isinstance(first, PackedResidualUnit):
+        if is_stem(*out[i:i + 3]) and isinstance(first, PackedResidualUnit):
             return out[:i] + [pack_stem(*out[i:i + 3])] + out[i + 3:]
     return out
 
