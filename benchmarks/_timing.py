@@ -83,13 +83,9 @@ def cpu_header():
 
 def set_threads(n):
     """numba's and BLAS's thread counts for pysbnn (PyTorch's are set per call);
-    threadpoolctl limits BLAS (through one cached controller: about 30 us a call)."""
+    BLAS through ``pysbnn.kernels.jit.blas_threads`` (about 30 us a call), left set."""
     import numba
+
+    from pysbnn.kernels.jit import blas_threads
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    if "controller" not in _CACHE:
-        from threadpoolctl import ThreadpoolController
-        _CACHE["controller"] = ThreadpoolController()
-    _CACHE["controller"].limit(limits=n, user_api="blas")
-
-
-_CACHE = {}
+    blas_threads(n)

@@ -55,8 +55,6 @@ def header():
     return f"{cpu_header()}; {torch}"
 
 
-
-
 def sparse_model(model, density, x, seed=0):
     """Give the binary layers ``density`` ones; BatchNorm statistics from ``x``."""
     rng = np.random.default_rng(seed)

@@ -25,9 +25,8 @@ Schedule: a budget of optimiser steps (``--steps``, default
 ``steps_per_epoch = n_train // batch_size``. The offline 5k default (4,000
 training images, 62 steps per epoch at batch 64) keeps its 30 epochs (1,860
 steps); the full 60,000 images (937 steps per epoch) get 8 epochs (7,496
-steps): a default run (BNN + three SBNNs) took 10 min 27 s on the shared
-2-core host at load 3-5 (docs/results.md), where 30 epochs took about 19
-minutes. ``--steps 0`` turns the budget off.
+steps): a default run (BNN + three SBNNs) took 6 min 19 s on the 2-core
+host (docs/results.md), where 30 epochs took about 19 minutes. ``--steps 0`` turns the budget off.
 
 Finished models and a partial ``results.json`` survive Ctrl-C.
 """
