@@ -131,7 +131,7 @@ def channel_sums(x2, y2, sx=0.0, sy=0.0, threads=1):
     arrays, float64; the shifts ``sx``, ``sy`` are scalars or (C,) arrays."""
     m, C = x2.shape
     dt = x2.dtype
-    sx, sy = (np.ascontiguousarray(np.broadcast_to(v, (C,)), dtype=dt) for v in (sx, sy))
+    sx, sy = (np.full(C, v, dt) if np.ndim(v) == 0 else np.ascontiguousarray(v, dtype=dt) for v in (sx, sy))
     chunks = max(1, min(int(threads), m))
     s1, s2 = np.zeros((chunks, C)), np.zeros((chunks, C))
     _TWINS["sums_par" if chunks > 1 else "sums"](x2.reshape(-1), y2.reshape(-1), sx, sy, s1, s2)

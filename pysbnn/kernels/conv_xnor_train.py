@@ -24,6 +24,7 @@ product ``sign(x) * w_q`` by im2col and BLAS, what ``backend="numpy"``
 training runs (:func:`pysbnn.functional.conv2d_forward`).
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -57,10 +58,14 @@ def prepare_sign_weights(w):
     return SignWeights(np.ascontiguousarray(words.transpose(0, 2, 1)), share, C_in)
 
 
+@functools.lru_cache(maxsize=64)
 def valid_taps(n_out, n_in, stride):
-    """3-bit masks (bit d: tap offset d - 1 lands inside 0..n_in-1) per output index."""
+    """3-bit masks (bit d: tap offset d - 1 lands inside 0..n_in-1) per output index
+    (read-only, cached: a training step asks for the same few 80 times)."""
     y = np.arange(n_out)[:, None] * stride + np.arange(3)[None, :] - 1
-    return (((y >= 0) & (y < n_in)) << np.arange(3)).sum(1).astype(np.int64)
+    taps = (((y >= 0) & (y < n_in)) << np.arange(3)).sum(1).astype(np.int64)
+    taps.setflags(write=False)
+    return taps
 
 
 # ----------------------------------------------------------------------------

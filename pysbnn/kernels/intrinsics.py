@@ -5,12 +5,15 @@
   vectorised loops on AVX-512; a ``vpshufb`` nibble lookup on AVX2);
 * :func:`scratch` -- a small work buffer: a zeroed NumPy array in Python,
   uninitialised *stack* memory in compiled code;
+* :func:`float32_from_bits` -- the float32 whose IEEE bits are the low 32
+  bits of an integer: a NumPy view in Python, one LLVM ``bitcast`` (no
+  instruction of its own) in compiled code;
 * :func:`loop_ops` -- what a compiled inner loop is made of (a test reads
   the carry-save loop of the XNOR kernel with it).
 
 Each LLVM intrinsic is one small factory (:func:`ctpop64_intrinsic`,
-:func:`alloca_intrinsic`); :func:`register` overloads the two helpers with
-them (called by :class:`pysbnn.kernels.jit.Twins` before compiling).
+:func:`alloca_intrinsic`, :func:`bitcast_f32_intrinsic`); :func:`register`
+overloads the helpers with them (called by :class:`pysbnn.kernels.jit.Twins` before compiling).
 """
 
 import numpy as np
@@ -47,6 +50,12 @@ def scratch(n, dtype):
     inputs; measured: the XNOR kernel ran 2x slower with a heap accumulator).
     """
     return np.zeros(n, dtype)
+
+
+def float32_from_bits(i):
+    """The float32 whose IEEE-754 bit pattern is ``i & 0xFFFFFFFF``
+    (e.g. ``(n + 127) << 23`` is ``2.0 ** n`` for -126 <= n <= 127)."""
+    return np.array(int(i) & 0xFFFFFFFF, np.uint32).view(np.float32)[()]
 
 
 def ctpop64_intrinsic():
@@ -87,8 +96,32 @@ def alloca_intrinsic():
     return alloca
 
 
+def bitcast_f32_intrinsic():
+    """Intrinsic reading the low 32 bits of an integer as a float32."""
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def bitcast_f32(typingctx, i):
+        if not isinstance(i, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            v = args[0]
+            if i.bitwidth > 32:
+                v = builder.trunc(v, ir.IntType(32))
+            elif i.bitwidth < 32:
+                v = builder.zext(v, ir.IntType(32))
+            return builder.bitcast(v, ir.FloatType())
+        return types.float32(i), codegen
+
+    return bitcast_f32
+
+
 def register():
-    """Overload :func:`popcount64` and :func:`scratch` for compiled code (idempotent).
+    """Overload :func:`popcount64`, :func:`scratch` and :func:`float32_from_bits`
+    for compiled code (idempotent).
 
     If the ctpop intrinsic cannot be built, compiled code keeps the SWAR
     arithmetic (which LLVM also recognises as a popcount).
@@ -106,6 +139,7 @@ def register():
         ctpop64 = numba.njit(popcount64)
         _STATE["popcount"] = "swar"
     alloca = alloca_intrinsic()
+    bitcast_f32 = bitcast_f32_intrinsic()
     carray = numba.carray
 
     @overload(popcount64, inline="always")
@@ -119,6 +153,10 @@ def register():
         if isinstance(n, types.IntegerLiteral):
             return lambda n, dtype: carray(alloca(n, dtype), (n,))
         return lambda n, dtype: np.zeros(n, dtype)
+
+    @overload(float32_from_bits, inline="always")
+    def _ol_float32_from_bits(i):
+        return lambda i: bitcast_f32(i)
 
     _STATE["registered"] = True
 
