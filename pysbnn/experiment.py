@@ -26,7 +26,7 @@ from .train import evaluate, fit, random_crop_flip
 
 __all__ = ["DEFAULTS", "QUICK", "ArgumentError", "DataError", "Parser", "positive_int", "gamma_value",
            "positive_float", "add_training_arguments", "finish_args", "load_data", "run_config",
-           "train_or_load", "train_job", "cli"]
+           "train_or_load", "load_saved", "train_job", "TaggedLines", "cli"]
 
 DEFAULTS = dict(dataset="fashion", width=8, train_size=10000, test_size=10000, epochs=8,
                 batch_size=32, lr=1e-3, init="uniform", init_scale=1e-2, gamma_95=RESNET_GAMMA[0.95],
@@ -166,7 +166,8 @@ def run_config(args, domain, ec, gamma, num_classes, in_channels, penalty_scalin
             "num_classes": num_classes, "in_channels": in_channels}
 
 
-def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backend="auto", verbose=True):
+def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backend="auto", verbose=True,
+                  stream=None):
     """Load ``models_dir/tag.npz`` if it was trained with ``config``, else train and save it.
 
     ``data``: ``(x_train, y_train, x_test, y_test)``, or a function returning
@@ -174,24 +175,17 @@ def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backe
     Returns ``(model, info)``, ``info`` as :func:`_train_info` plus ``reused``.
     ``backend`` runs the training convolutions (it does not change the result
     beyond float rounding, so it is not part of ``config``); ``verbose``
-    prints fit's per-epoch lines.
+    prints fit's progress, to ``stream`` if given (see ``fit``).
     Training writes an epoch checkpoint ``tag.ckpt.npz`` (resumed after an
     interruption) and deletes it once the model is saved.
     """
     path = os.path.join(models_dir, f"{tag}.npz")
     digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
     ckpt = os.path.join(models_dir, f"{tag}-{digest}.ckpt.npz")       # one per configuration
-    if os.path.exists(path) and not retrain:
-        try:
-            model = load_model(path)
-        except ValueError as e:
-            log(f"  cannot read {path} ({e}); retraining")
-        else:
-            if model.extra.get("config") == config:
-                info = dict(model.extra["info"], reused=True)
-                log(f"  reusing {path} (accuracy {info['acc']:.4f}, ones {info['ones']:.4f})")
-                return model, info
-            log(f"  {path} was trained with other settings; retraining")
+    if not retrain:
+        saved = load_saved(tag, config, models_dir, log)
+        if saved is not None:
+            return saved
     if retrain and os.path.exists(ckpt):
         os.remove(ckpt)
     xtr, ytr, xte, yte = data() if callable(data) else data
@@ -205,7 +199,7 @@ def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backe
                   gamma=config["gamma"], penalty_threshold=config["penalty_threshold"],
                   penalty_scaling=config.get("penalty_scaling", "none"), mixup_alpha=config["mixup"],
                   augment=random_crop_flip if config["augment"] else None, checkpoint=ckpt,
-                  verbose=verbose)
+                  verbose=verbose, stream=stream)
     seconds = time.perf_counter() - t0
     _, acc = evaluate(model, xte, yte)
     info = _train_info(model, history, acc, seconds, config)
@@ -214,6 +208,28 @@ def train_or_load(tag, config, data, models_dir, retrain=False, log=print, backe
         os.remove(ckpt)
     log(f"  test accuracy {acc:.4f}, ones {info['ones']:.4f}, {seconds:.0f} s; saved {path}")
     return model, dict(info, reused=False)
+
+
+def load_saved(tag, config, models_dir, log=print):
+    """``(model, info)`` of ``models_dir/tag.npz`` if it was trained with ``config``, else None.
+
+    ``info`` is the saved one plus ``reused=True``; an unreadable file or one
+    trained with other settings gives None (and a line to ``log``).
+    """
+    path = os.path.join(models_dir, f"{tag}.npz")
+    if not os.path.exists(path):
+        return None
+    try:
+        model = load_model(path)
+    except ValueError as e:
+        log(f"  cannot read {path} ({e}); retraining")
+        return None
+    if model.extra.get("config") != config:
+        log(f"  {path} was trained with other settings; retraining")
+        return None
+    info = dict(model.extra["info"], reused=True)
+    log(f"  reusing {path} (accuracy {info['acc']:.4f}, ones {info['ones']:.4f})")
+    return model, info
 
 
 def _train_info(model, history, acc, seconds, config):
@@ -255,11 +271,36 @@ def train_job(job):
     ``info`` of :func:`train_or_load`. Everything random comes from the
     config's seed, so the result does not depend on the process that runs it.
     The data subset is loaded only when a model must be trained, and cached per process.
+    With ``job["progress"]`` true it prints its lines and fit's per-epoch lines
+    to stdout, each prefixed with ``[tag]`` (jobs running at once stay readable).
     """
+    stream = TaggedLines(sys.stdout, job["tag"]) if job.get("progress") else None
+    log = (lambda *a: stream.write(" ".join(map(str, a)) + "\n")) if stream else (lambda *a: None)
     _, info = train_or_load(job["tag"], job["config"], lambda: _subset(**job["data"]), job["models"],
-                            job.get("retrain", False), log=lambda *a: None,
-                            backend=job.get("backend", "auto"), verbose=False)
+                            job.get("retrain", False), log=log, backend=job.get("backend", "auto"),
+                            verbose=stream is not None, stream=stream)
     return info
+
+
+class TaggedLines:
+    """A text stream that writes whole lines to ``stream``, each prefixed with
+    ``[tag] ``, and flushes after each; not a terminal, so ``fit`` writes
+    per-epoch lines and no progress bar."""
+
+    def __init__(self, stream, tag):
+        self.stream, self.prefix, self._pending = stream, f"[{tag}] ", ""
+
+    def write(self, text):
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1]
+            if line:
+                self.stream.write(self.prefix + line + "\n")
+        self.stream.flush()
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
 
 
 def cli(main_fn, argv=None):

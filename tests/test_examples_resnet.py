@@ -56,10 +56,18 @@ def test_fig2_quick_writes_png_and_csv(tmp_path):
     _, rows2 = read_csv(tmp_path / "fig2.csv")
     assert rows2 == rows
 
+    # One process instead of three: the same models (each job is single-threaded).
+    serial, _ = run(FIG2, "--quick", "--jobs", "1", "--out", str(tmp_path / "serial"))
+    assert serial.returncode == 0, serial.stderr[-2000:]
+    default_jobs = 3 if (os.cpu_count() or 1) > 1 else 1
+    assert "in 1 process(es)" in serial.stdout and f"in {default_jobs} process(es)" in proc.stdout
+    assert read_csv(tmp_path / "serial" / "fig2_layers.csv") == read_csv(tmp_path / "fig2_layers.csv")
+
 
 @pytest.mark.parametrize("script,args", [
     (FIG2, ["--width", "0"]),
     (FIG2, ["--gamma-95", "1"]),
+    (FIG2, ["--jobs", "0"]),
     (FIG2, ["--dataset", "imagenet"]),
     (TABLE1, ["--seeds", "-1"]),
     (TABLE1, ["--quick", "--batch-size", "1000"]),
