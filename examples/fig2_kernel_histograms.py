@@ -1,7 +1,7 @@
 """Fig. 2 of the paper: Hamming weights of the 3x3 binary kernels of a binarized
 ResNet-18 trained without a sparsity constraint, at 95 % and at 99 % sparsity.
 
-    python examples/fig2_kernel_histograms.py            # Fashion-MNIST, about 10 min
+    python examples/fig2_kernel_histograms.py            # Fashion-MNIST, about 5 min on 2 cores
     python examples/fig2_kernel_histograms.py --quick    # smoke test, < 2 min
     python examples/fig2_kernel_histograms.py --dataset cifar10 --width 16 --epochs 20
 
@@ -25,7 +25,10 @@ epoch checkpoint). ``--retrain`` ignores saved models.
 
 The scale is far below the paper's (width 64, 300-500 epochs on CIFAR-10):
 by default width 8, 10,000 Fashion-MNIST training images, batch 32, 8 epochs
-(2,500 Adam steps); the run took 9 min 44 s on two shared cores (docs/results.md). With
+(2,500 Adam steps). The three models train at once (``--jobs``, default 3 on
+a multi-core machine), one process and one thread each, so the numbers do not
+depend on ``--jobs``; a default run took 4 min 54 s on two shared cores
+(docs/results.md). With
 so few steps the reference code's recipe (latent weights U(+-1/sqrt(fan_in)),
 gamma 0.07 at 95 %, 0.10 at 99 %) leaves the network near 50 % ones. The
 defaults, latent weights U(+-1e-2), ``--gamma-95 0.5 --gamma-99 0.6`` and the
