@@ -1,8 +1,8 @@
 """Table 1 of the paper, settled: which binary domain loses least at 95 % sparsity, and why.
 
-    python examples/table1_domains.py --jobs 2           # the ablation grid, 3 seeds (see docs/results.md)
+    python examples/table1_domains.py                    # the ablation grid, 3 seeds (see docs/results.md)
     python examples/table1_domains.py --grid paper       # only the paper's rows
-    python examples/table1_domains.py --quick --jobs 2   # tiny smoke run, seconds per training
+    python examples/table1_domains.py --quick            # tiny smoke run, seconds per training
     python examples/table1_domains.py --scheduler tcp://HOST:8786   # on a Dask cluster
 
 The paper (Table 1) trains a binarized ResNet-18 without sparsity constraint
@@ -30,9 +30,10 @@ sweep loses at most the trainings in flight (which resume from their last
 epoch checkpoint).
 
 ``--jobs N`` trains N models at once in local processes (joblib), each
-single-threaded; ``--scheduler ADDRESS`` sends them to the workers of a
-dask.distributed scheduler instead (``pip install pysbnn[sweep]``). Results
-do not depend on the backend.
+single-threaded (default: one per CPU; ``--jobs 1`` trains in this process);
+``--scheduler ADDRESS`` sends them to the workers of a dask.distributed
+scheduler instead (``pip install pysbnn[sweep]``). Results do not depend on
+the backend or on N.
 """
 
 import argparse
@@ -133,7 +134,9 @@ def parse_args(argv):
                    help="train every row with seeds SEED .. SEED+n-1 (default 3)")
     p.add_argument("--grid", default="default",
                    help=f"{', '.join(GRIDS)} (default: default), or rows like baseline,sym/ste,learned")
-    p.add_argument("--jobs", type=common.positive_int, default=1, help="trainings at once on this machine")
+    p.add_argument("--jobs", type=common.positive_int, default=os.cpu_count() or 1,
+                   help="trainings at once on this machine, one process and one thread each "
+                        "(default: one per CPU, %(default)s here)")
     p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address (ignores --jobs)")
     p.add_argument("--out", default=os.path.join("runs", "table1"),
                    help="where the CSV / Markdown / JSON go (default runs/table1/)")

@@ -37,7 +37,7 @@ def per_seed(out):
 @pytest.fixture(scope="module")
 def serial(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("serial"))
-    return out, run(*GRID, "--out", out)
+    return out, run(*GRID, "--jobs", "1", "--out", out)
 
 
 def test_one_csv_row_per_configuration_and_seed(serial):
@@ -68,7 +68,7 @@ def test_a_rerun_trains_only_what_is_missing(serial):
     out, _ = serial
     before = per_seed(out)
     os.remove(os.path.join(out, "models", "learned-s1.npz"))
-    again = run(*GRID, "--out", out)
+    again = run(*GRID, "--jobs", "1", "--out", out)
     assert again.stdout.count(" (reused;") == 7 and again.stdout.count(" (trained;") == 1
     assert per_seed(out) == before
 
