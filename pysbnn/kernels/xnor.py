@@ -23,9 +23,12 @@ against the same word of a whole panel. Two kernels, chosen by the CPU
     into bit-sliced counters ``ones, twos, fours`` and only the carry of weight
     8 is popcounted, by bytes, added as bytes for up to 31 steps. A panel is
     two ``u64x4`` vectors (:mod:`pysbnn.kernels.vec4`) whose counters stay in
-    ymm registers for the whole row: 1.83 instructions per row-word against
-    2.8 for ``"direct"`` on AVX2, 1.3-1.7x its speed at B >= 64, K = 4096
-    (``docs/benchmarks.md``).
+    ymm registers for the whole row. Both operands keep every odd word of the
+    steps as the XOR of its pair (:func:`pair_words`), so the adder that takes
+    ``ones`` and a pair of XOR words costs 4 operations instead of 5
+    (:func:`_csa_pair`): 46 vector operations per step and vector instead of
+    50, 5-7 % faster. 1.7 instructions per row-word against 2.8 for
+    ``"direct"`` on AVX2 (``docs/benchmarks.md``).
     Rows under 24 words (K <= 1472) skip the trees (their per-sample epilogue
     costs more than they save): 32-row blocks, one byte popcount per word.
 
@@ -124,6 +127,8 @@ def prepare_xnor(w_bits, K, kind=None):
         P = (P + LUT_BLOCKS - 1) // LUT_BLOCKS * LUT_BLOCKS    # short rows take 4 panels at a time
     padded = np.zeros((P * R, Kw), np.uint64)
     padded[:M] = w_bits
+    if kind == "hs":
+        padded = pair_words(padded, hs_words(Kw))
     panels = aligned(padded.reshape(P, R, Kw).transpose(0, 2, 1))
     return XnorWeights(panels, w_bits, int(K), kind)
 
@@ -195,6 +200,24 @@ def _csa(a, b, c):
     return (a & b) | (u & c), u ^ c
 
 
+def _csa_pair(a, b, d):
+    """:func:`_csa` of ``a, b, c`` given ``d = b ^ c`` instead of ``c``, in 4
+    operations instead of 5: the sum is ``a ^ d``, and the carry (the majority)
+    is ``a`` where ``b`` and ``c`` differ, else ``b``: ``b ^ ((a ^ b) & d)``."""
+    return b ^ ((a ^ b) & d), a ^ d
+
+
+def pair_words(bits, n):
+    """Copy of the uint64 rows ``bits`` (R, Kw) in which every odd word ``k < n``
+    holds ``bits[:, k - 1] ^ bits[:, k]`` (``n`` even).
+
+    Both operands of the hs kernel take this form: the XOR of their odd words
+    is then ``(x0 ^ x1) ^ (w0 ^ w1) = d`` of :func:`_csa_pair`, one operation."""
+    out = bits.copy()
+    out[:, 1:n:2] ^= bits[:, 0:n:2]
+    return out
+
+
 def _count(ones, twos, fours, eights, singles):
     """Lane totals ``8 eights + singles + 4 pc(fours) + 2 pc(twos) + pc(ones)``:
     the three popcounts by bytes, added as bytes (at most 56), one byte sum."""
@@ -214,9 +237,10 @@ def _put(out, b, m0, n, K, cnt):
 def _hs_block(a, wr, K, hs_words, out, o):
     """Rows ``8 o .. 8 o + 7`` of ``out`` for all samples; returns the bit-ops done.
 
-    The first ``hs_words`` words (a multiple of 8) go through carry-save steps:
-    the 8 XOR words of a step fold into ``ones`` (o), ``twos`` (t), ``fours``
-    (f) by 7 adders, and the carry of weight 8 is popcounted by bytes into
+    ``a`` and ``wr`` are in :func:`pair_words` form. The first ``hs_words``
+    words (a multiple of 8) go through carry-save steps: the 8 XOR words of a
+    step fold into ``ones`` (o), ``twos`` (t), ``fours`` (f) by 7 adders (the
+    4 that take ``ones`` and a pair: :func:`_csa_pair`), and the carry of weight 8 is popcounted by bytes into
     ``cb`` (flushed to 64-bit lanes ``s`` every 31 steps, before a byte can
     overflow). The other words are popcounted one by one (bytes again, into
     ``u``). Rows 0-3 and 4-7 are two vectors sharing each broadcast; their
@@ -235,19 +259,19 @@ def _hs_block(a, wr, K, hs_words, out, o):
             cb0, cb1 = vzero(), vzero()
             for g in range(c, min(c + GROUP * CHUNK, hs_words), GROUP):
                 x0, x1 = vbcast(a, b, g), vbcast(a, b, g + 1)
-                ta0, o0 = _csa(o0, x0 ^ vload(wq, g, 0), x1 ^ vload(wq, g + 1, 0))
-                ta1, o1 = _csa(o1, x0 ^ vload(wq, g, N), x1 ^ vload(wq, g + 1, N))
+                ta0, o0 = _csa_pair(o0, x0 ^ vload(wq, g, 0), x1 ^ vload(wq, g + 1, 0))
+                ta1, o1 = _csa_pair(o1, x0 ^ vload(wq, g, N), x1 ^ vload(wq, g + 1, N))
                 x2, x3 = vbcast(a, b, g + 2), vbcast(a, b, g + 3)
-                tb0, o0 = _csa(o0, x2 ^ vload(wq, g + 2, 0), x3 ^ vload(wq, g + 3, 0))
-                tb1, o1 = _csa(o1, x2 ^ vload(wq, g + 2, N), x3 ^ vload(wq, g + 3, N))
+                tb0, o0 = _csa_pair(o0, x2 ^ vload(wq, g + 2, 0), x3 ^ vload(wq, g + 3, 0))
+                tb1, o1 = _csa_pair(o1, x2 ^ vload(wq, g + 2, N), x3 ^ vload(wq, g + 3, N))
                 fa0, t0 = _csa(t0, ta0, tb0)
                 fa1, t1 = _csa(t1, ta1, tb1)
                 x4, x5 = vbcast(a, b, g + 4), vbcast(a, b, g + 5)
-                ta0, o0 = _csa(o0, x4 ^ vload(wq, g + 4, 0), x5 ^ vload(wq, g + 5, 0))
-                ta1, o1 = _csa(o1, x4 ^ vload(wq, g + 4, N), x5 ^ vload(wq, g + 5, N))
+                ta0, o0 = _csa_pair(o0, x4 ^ vload(wq, g + 4, 0), x5 ^ vload(wq, g + 5, 0))
+                ta1, o1 = _csa_pair(o1, x4 ^ vload(wq, g + 4, N), x5 ^ vload(wq, g + 5, N))
                 x6, x7 = vbcast(a, b, g + 6), vbcast(a, b, g + 7)
-                tb0, o0 = _csa(o0, x6 ^ vload(wq, g + 6, 0), x7 ^ vload(wq, g + 7, 0))
-                tb1, o1 = _csa(o1, x6 ^ vload(wq, g + 6, N), x7 ^ vload(wq, g + 7, N))
+                tb0, o0 = _csa_pair(o0, x6 ^ vload(wq, g + 6, 0), x7 ^ vload(wq, g + 7, 0))
+                tb1, o1 = _csa_pair(o1, x6 ^ vload(wq, g + 6, N), x7 ^ vload(wq, g + 7, N))
                 fb0, t0 = _csa(t0, ta0, tb0)
                 e0, f0 = _csa(f0, fa0, fb0)
                 cb0 = vaddb(cb0, vpopcnt8(e0))
@@ -308,6 +332,7 @@ def _lut_block(a, wr, K, out, q):
 
 
 def _hs_serial(a, wr, K, hs_words, out, ops):
+    a = pair_words(a, hs_words)
     if hs_words == 0:
         for q in range(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
@@ -317,6 +342,7 @@ def _hs_serial(a, wr, K, hs_words, out, ops):
 
 
 def _hs_parallel(a, wr, K, hs_words, out, ops):
+    a = pair_words(a, hs_words)
     if hs_words == 0:
         for q in prange(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
@@ -327,8 +353,8 @@ def _hs_parallel(a, wr, K, hs_words, out, ops):
 
 _TWINS = Twins({"xnor": _xnor_serial, "xnor_par": _xnor_parallel,
                 "xnor_hs": _hs_serial, "xnor_hs_par": _hs_parallel},
-               helpers=(_xnor_panel, _csa, _count, _put, _hs_block, _lut_block),
-               inline=(_csa, _count, _put), setup=(vec4.register,))
+               helpers=(_xnor_panel, _csa, _csa_pair, pair_words, _count, _put, _hs_block, _lut_block),
+               inline=(_csa, _csa_pair, _count, _put), setup=(vec4.register,))
 
 _PAR_MIN_WORDS = 1 << 20       # B * M * Kw: below ~50 us of work two threads cost more
 
