@@ -75,9 +75,11 @@ def test_the_two_references_agree():
 
 @pytest.mark.parametrize("kind", xnor.KINDS)
 @pytest.mark.parametrize("parallel", [False, True])
-def test_saturated_counters(kind, parallel):
-    """All-ones XORs: every byte counter reaches its largest value (31 x 8 = 248)."""
-    K = 64 * 300 - 5                             # 300 words: 37 steps, the 31-step flush and a tail
+@pytest.mark.parametrize("K", [64 * 300 - 5, 64 * 248, 64 * 256])
+def test_saturated_counters(kind, parallel, K):
+    """All-ones XORs: every byte counter reaches its largest value (31 x 8 = 248).
+    300 words: 37 steps, the 31-step flush and a tail; 248 words: 31 steps, the
+    longest row of the one-run block (_hs_block_one); 256: one step past it."""
     a = random_bits(np.random.default_rng(0), 3, K, p=1.0)
     z = check(a, np.zeros((11, n_words(K)), np.uint64), K, kind, parallel)
     assert (z == -K).all()

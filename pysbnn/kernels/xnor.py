@@ -234,18 +234,49 @@ def _put(out, b, m0, n, K, cnt):
             out[b, m0 + r] = K - 2 * vget(cnt, r)
 
 
+def _hs_steps(a, b, wq, g0, g1, o0, t0, f0, o1, t1, f1):
+    """Carry-save steps over words ``g0 .. g1`` (at most 31 steps) of sample
+    ``b`` against the 8 rows of panel ``wq``, both in :func:`pair_words` form;
+    returns the updated counters and the weight-8 counts of the steps,
+    ``o0, t0, f0, o1, t1, f1, e0, e1`` (rows 0-3 and 4-7).
+
+    A step folds the 8 XOR words of a row into ``ones`` (o), ``twos`` (t) and
+    ``fours`` (f) by 7 adders (the 4 that take ``ones`` and a pair:
+    :func:`_csa_pair`); its carry of weight 8 is popcounted by bytes into
+    ``cb``, summed to 64-bit lanes at the end (31 x 8 fits a byte). Rows 0-3
+    and 4-7 are two vectors sharing each broadcast; their adders interleave so
+    that each broadcast dies right after its two uses."""
+    cb0, cb1 = vzero(), vzero()
+    for g in range(g0, g1, GROUP):
+        x0, x1 = vbcast(a, b, g), vbcast(a, b, g + 1)
+        ta0, o0 = _csa_pair(o0, x0 ^ vload(wq, g, 0), x1 ^ vload(wq, g + 1, 0))
+        ta1, o1 = _csa_pair(o1, x0 ^ vload(wq, g, N), x1 ^ vload(wq, g + 1, N))
+        x2, x3 = vbcast(a, b, g + 2), vbcast(a, b, g + 3)
+        tb0, o0 = _csa_pair(o0, x2 ^ vload(wq, g + 2, 0), x3 ^ vload(wq, g + 3, 0))
+        tb1, o1 = _csa_pair(o1, x2 ^ vload(wq, g + 2, N), x3 ^ vload(wq, g + 3, N))
+        fa0, t0 = _csa(t0, ta0, tb0)
+        fa1, t1 = _csa(t1, ta1, tb1)
+        x4, x5 = vbcast(a, b, g + 4), vbcast(a, b, g + 5)
+        ta0, o0 = _csa_pair(o0, x4 ^ vload(wq, g + 4, 0), x5 ^ vload(wq, g + 5, 0))
+        ta1, o1 = _csa_pair(o1, x4 ^ vload(wq, g + 4, N), x5 ^ vload(wq, g + 5, N))
+        x6, x7 = vbcast(a, b, g + 6), vbcast(a, b, g + 7)
+        tb0, o0 = _csa_pair(o0, x6 ^ vload(wq, g + 6, 0), x7 ^ vload(wq, g + 7, 0))
+        tb1, o1 = _csa_pair(o1, x6 ^ vload(wq, g + 6, N), x7 ^ vload(wq, g + 7, N))
+        fb0, t0 = _csa(t0, ta0, tb0)
+        e0, f0 = _csa(f0, fa0, fb0)
+        cb0 = vaddb(cb0, vpopcnt8(e0))
+        fb1, t1 = _csa(t1, ta1, tb1)
+        e1, f1 = _csa(f1, fa1, fb1)
+        cb1 = vaddb(cb1, vpopcnt8(e1))
+    return o0, t0, f0, o1, t1, f1, vbytesum(cb0), vbytesum(cb1)
+
+
 def _hs_block(a, wr, K, hs_words, out, o):
     """Rows ``8 o .. 8 o + 7`` of ``out`` for all samples; returns the bit-ops done.
 
-    ``a`` and ``wr`` are in :func:`pair_words` form. The first ``hs_words``
-    words (a multiple of 8) go through carry-save steps: the 8 XOR words of a
-    step fold into ``ones`` (o), ``twos`` (t), ``fours`` (f) by 7 adders (the
-    4 that take ``ones`` and a pair: :func:`_csa_pair`), and the carry of weight 8 is popcounted by bytes into
-    ``cb`` (flushed to 64-bit lanes ``s`` every 31 steps, before a byte can
-    overflow). The other words are popcounted one by one (bytes again, into
-    ``u``). Rows 0-3 and 4-7 are two vectors sharing each broadcast; their
-    adders interleave so that each broadcast dies right after its two uses.
-    """
+    The first ``hs_words`` words (a multiple of 8) go through
+    :func:`_hs_steps`, 31 steps at a time; the other words are popcounted one
+    by one (bytes again, into ``u``)."""
     B, M, Kw = out.shape[0], out.shape[1], a.shape[1]
     wq = wr[o]
     m0 = o * HS_ROWS
@@ -256,29 +287,9 @@ def _hs_block(a, wr, K, hs_words, out, o):
         o0, t0, f0, s0 = vzero(), vzero(), vzero(), vzero()
         o1, t1, f1, s1 = vzero(), vzero(), vzero(), vzero()
         for c in range(0, hs_words, GROUP * CHUNK):
-            cb0, cb1 = vzero(), vzero()
-            for g in range(c, min(c + GROUP * CHUNK, hs_words), GROUP):
-                x0, x1 = vbcast(a, b, g), vbcast(a, b, g + 1)
-                ta0, o0 = _csa_pair(o0, x0 ^ vload(wq, g, 0), x1 ^ vload(wq, g + 1, 0))
-                ta1, o1 = _csa_pair(o1, x0 ^ vload(wq, g, N), x1 ^ vload(wq, g + 1, N))
-                x2, x3 = vbcast(a, b, g + 2), vbcast(a, b, g + 3)
-                tb0, o0 = _csa_pair(o0, x2 ^ vload(wq, g + 2, 0), x3 ^ vload(wq, g + 3, 0))
-                tb1, o1 = _csa_pair(o1, x2 ^ vload(wq, g + 2, N), x3 ^ vload(wq, g + 3, N))
-                fa0, t0 = _csa(t0, ta0, tb0)
-                fa1, t1 = _csa(t1, ta1, tb1)
-                x4, x5 = vbcast(a, b, g + 4), vbcast(a, b, g + 5)
-                ta0, o0 = _csa_pair(o0, x4 ^ vload(wq, g + 4, 0), x5 ^ vload(wq, g + 5, 0))
-                ta1, o1 = _csa_pair(o1, x4 ^ vload(wq, g + 4, N), x5 ^ vload(wq, g + 5, N))
-                x6, x7 = vbcast(a, b, g + 6), vbcast(a, b, g + 7)
-                tb0, o0 = _csa_pair(o0, x6 ^ vload(wq, g + 6, 0), x7 ^ vload(wq, g + 7, 0))
-                tb1, o1 = _csa_pair(o1, x6 ^ vload(wq, g + 6, N), x7 ^ vload(wq, g + 7, N))
-                fb0, t0 = _csa(t0, ta0, tb0)
-                e0, f0 = _csa(f0, fa0, fb0)
-                cb0 = vaddb(cb0, vpopcnt8(e0))
-                fb1, t1 = _csa(t1, ta1, tb1)
-                e1, f1 = _csa(f1, fa1, fb1)
-                cb1 = vaddb(cb1, vpopcnt8(e1))
-            s0, s1 = s0 + vbytesum(cb0), s1 + vbytesum(cb1)
+            o0, t0, f0, o1, t1, f1, e0, e1 = _hs_steps(a, b, wq, c, min(c + GROUP * CHUNK, hs_words),
+                                                       o0, t0, f0, o1, t1, f1)
+            s0, s1 = s0 + e0, s1 + e1
         u0, u1 = vzero(), vzero()
         for c in range(hs_words, Kw, CHUNK):
             cb0, cb1 = vzero(), vzero()
@@ -289,6 +300,24 @@ def _hs_block(a, wr, K, hs_words, out, o):
             u0, u1 = u0 + vbytesum(cb0), u1 + vbytesum(cb1)
         _put(out, b, m0, min(N, rows), K, _count(o0, t0, f0, s0, u0))
         _put(out, b, m0 + N, rows - N, K, _count(o1, t1, f1, s1, u1))
+    return 2 * K * rows * B
+
+
+def _hs_block_one(a, wr, K, out, o):
+    """:func:`_hs_block` for rows that are one run of at most 31 steps
+    (``Kw`` a multiple of 8, at most 248): no flushes, no single words, and
+    none of their loop control around every sample (3-4 % faster at K = 4096)."""
+    B, M, Kw = out.shape[0], out.shape[1], a.shape[1]
+    wq = wr[o]
+    m0 = o * HS_ROWS
+    rows = min(HS_ROWS, M - m0)
+    if rows <= 0:
+        return 0
+    z = vzero()
+    for b in range(B):
+        o0, t0, f0, o1, t1, f1, e0, e1 = _hs_steps(a, b, wq, 0, Kw, z, z, z, z, z, z)
+        _put(out, b, m0, min(N, rows), K, _count(o0, t0, f0, e0, z))
+        _put(out, b, m0 + N, rows - N, K, _count(o1, t1, f1, e1, z))
     return 2 * K * rows * B
 
 
@@ -336,6 +365,9 @@ def _hs_serial(a, wr, K, hs_words, out, ops):
     if hs_words == 0:
         for q in range(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
+    elif hs_words == a.shape[1] and hs_words <= GROUP * CHUNK:
+        for o in range(wr.shape[0]):
+            ops[o] = _hs_block_one(a, wr, K, out, o)
     else:
         for o in range(wr.shape[0]):
             ops[o] = _hs_block(a, wr, K, hs_words, out, o)
@@ -346,6 +378,9 @@ def _hs_parallel(a, wr, K, hs_words, out, ops):
     if hs_words == 0:
         for q in prange(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
+    elif hs_words == a.shape[1] and hs_words <= GROUP * CHUNK:
+        for o in prange(wr.shape[0]):
+            ops[o] = _hs_block_one(a, wr, K, out, o)
     else:
         for o in prange(wr.shape[0]):
             ops[o] = _hs_block(a, wr, K, hs_words, out, o)
@@ -353,8 +388,8 @@ def _hs_parallel(a, wr, K, hs_words, out, ops):
 
 _TWINS = Twins({"xnor": _xnor_serial, "xnor_par": _xnor_parallel,
                 "xnor_hs": _hs_serial, "xnor_hs_par": _hs_parallel},
-               helpers=(_xnor_panel, _csa, _csa_pair, pair_words, _count, _put, _hs_block, _lut_block),
-               inline=(_csa, _csa_pair, _count, _put), setup=(vec4.register,))
+               helpers=(_xnor_panel, _csa, _csa_pair, pair_words, _count, _put, _hs_steps, _hs_block, _hs_block_one, _lut_block),
+               inline=(_csa, _csa_pair, _count, _put, _hs_steps), setup=(vec4.register,))
 
 _PAR_MIN_WORDS = 1 << 20       # B * M * Kw: below ~50 us of work two threads cost more
 
