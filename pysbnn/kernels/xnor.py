@@ -235,10 +235,9 @@ def _put(out, b, m0, n, K, cnt):
 
 
 def _hs_steps(a, b, wq, g0, g1, o0, t0, f0, o1, t1, f1):
-    """Carry-save steps over words ``g0 .. g1`` (at most 31 steps) of sample
-    ``b`` against the 8 rows of panel ``wq``, both in :func:`pair_words` form;
-    returns the updated counters and the weight-8 counts of the steps,
-    ``o0, t0, f0, o1, t1, f1, e0, e1`` (rows 0-3 and 4-7).
+    """Carry-save steps over words ``g0 .. g1`` (at most 31 steps) of sample ``b``
+    against the 8 rows of panel ``wq``, both in :func:`pair_words` form; returns
+    the counters and the weight-8 counts, ``o0, t0, f0, o1, t1, f1, e0, e1``.
 
     A step folds the 8 XOR words of a row into ``ones`` (o), ``twos`` (t) and
     ``fours`` (f) by 7 adders (the 4 that take ``ones`` and a pair:
@@ -274,9 +273,8 @@ def _hs_steps(a, b, wq, g0, g1, o0, t0, f0, o1, t1, f1):
 def _hs_block(a, wr, K, hs_words, out, o):
     """Rows ``8 o .. 8 o + 7`` of ``out`` for all samples; returns the bit-ops done.
 
-    The first ``hs_words`` words (a multiple of 8) go through
-    :func:`_hs_steps`, 31 steps at a time; the other words are popcounted one
-    by one (bytes again, into ``u``)."""
+    The first ``hs_words`` words (a multiple of 8) go through :func:`_hs_steps`,
+    31 steps at a time; the others are popcounted one by one (bytes, into ``u``)."""
     B, M, Kw = out.shape[0], out.shape[1], a.shape[1]
     wq = wr[o]
     m0 = o * HS_ROWS
@@ -304,14 +302,13 @@ def _hs_block(a, wr, K, hs_words, out, o):
 
 
 def _hs_block_one(a, wr, K, out, o):
-    """:func:`_hs_block` for rows that are one run of at most 31 steps
-    (``Kw`` a multiple of 8, at most 248): no flushes, no single words, and
-    none of their loop control around every sample (3-4 % faster at K = 4096)."""
+    """:func:`_hs_block` for rows of one run of at most 31 steps (``Kw`` a multiple
+    of 8, <= 248): no flush or tail loops around every sample (2-5 % faster)."""
     B, M, Kw = out.shape[0], out.shape[1], a.shape[1]
     wq = wr[o]
     m0 = o * HS_ROWS
     rows = min(HS_ROWS, M - m0)
-    if rows <= 0:
+    if rows <= 0:                       # a padding panel
         return 0
     z = vzero()
     for b in range(B):
