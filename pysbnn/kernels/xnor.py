@@ -208,11 +208,9 @@ def _csa_pair(a, b, d):
 
 
 def pair_words(bits, n):
-    """Copy of the uint64 rows ``bits`` (R, Kw) in which every odd word ``k < n``
-    holds ``bits[:, k - 1] ^ bits[:, k]`` (``n`` even).
-
-    Both operands of the hs kernel take this form: the XOR of their odd words
-    is then ``(x0 ^ x1) ^ (w0 ^ w1) = d`` of :func:`_csa_pair`, one operation."""
+    """Copy of the uint64 rows ``bits`` (R, Kw) whose odd words ``k < n`` (``n`` even)
+    hold ``bits[:, k - 1] ^ bits[:, k]``. Both operands of the hs kernel take this
+    form: the XOR of their odd words is ``(x0 ^ x1) ^ (w0 ^ w1) = d`` of :func:`_csa_pair`."""
     out = bits.copy()
     out[:, 1:n:2] ^= bits[:, 0:n:2]
     return out
@@ -358,29 +356,31 @@ def _lut_block(a, wr, K, out, q):
 
 
 def _hs_serial(a, wr, K, hs_words, out, ops):
-    a = pair_words(a, hs_words)
-    if hs_words == 0:
+    if hs_words == 0:                   # short rows: no steps, no pairs
         for q in range(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
     elif hs_words == a.shape[1] and hs_words <= GROUP * CHUNK:
+        ap = pair_words(a, hs_words)
         for o in range(wr.shape[0]):
-            ops[o] = _hs_block_one(a, wr, K, out, o)
+            ops[o] = _hs_block_one(ap, wr, K, out, o)
     else:
+        ap = pair_words(a, hs_words)
         for o in range(wr.shape[0]):
-            ops[o] = _hs_block(a, wr, K, hs_words, out, o)
+            ops[o] = _hs_block(ap, wr, K, hs_words, out, o)
 
 
 def _hs_parallel(a, wr, K, hs_words, out, ops):
-    a = pair_words(a, hs_words)
-    if hs_words == 0:
+    if hs_words == 0:                   # short rows: no steps, no pairs
         for q in prange(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
     elif hs_words == a.shape[1] and hs_words <= GROUP * CHUNK:
+        ap = pair_words(a, hs_words)
         for o in prange(wr.shape[0]):
-            ops[o] = _hs_block_one(a, wr, K, out, o)
+            ops[o] = _hs_block_one(ap, wr, K, out, o)
     else:
+        ap = pair_words(a, hs_words)
         for o in prange(wr.shape[0]):
-            ops[o] = _hs_block(a, wr, K, hs_words, out, o)
+            ops[o] = _hs_block(ap, wr, K, hs_words, out, o)
 
 
 _TWINS = Twins({"xnor": _xnor_serial, "xnor_par": _xnor_parallel,
