@@ -359,28 +359,20 @@ def _hs_serial(a, wr, K, hs_words, out, ops):
     if hs_words == 0:                   # short rows: no steps, no pairs
         for q in range(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
-    elif hs_words == a.shape[1] and hs_words <= GROUP * CHUNK:
-        ap = pair_words(a, hs_words)
-        for o in range(wr.shape[0]):
-            ops[o] = _hs_block_one(ap, wr, K, out, o)
     else:
-        ap = pair_words(a, hs_words)
+        ap, one = pair_words(a, hs_words), hs_words == a.shape[1] and hs_words <= GROUP * CHUNK
         for o in range(wr.shape[0]):
-            ops[o] = _hs_block(ap, wr, K, hs_words, out, o)
+            ops[o] = _hs_block_one(ap, wr, K, out, o) if one else _hs_block(ap, wr, K, hs_words, out, o)
 
 
 def _hs_parallel(a, wr, K, hs_words, out, ops):
     if hs_words == 0:                   # short rows: no steps, no pairs
         for q in prange(wr.shape[0] // LUT_BLOCKS):
             ops[q] = _lut_block(a, wr, K, out, q)
-    elif hs_words == a.shape[1] and hs_words <= GROUP * CHUNK:
-        ap = pair_words(a, hs_words)
-        for o in prange(wr.shape[0]):
-            ops[o] = _hs_block_one(ap, wr, K, out, o)
     else:
-        ap = pair_words(a, hs_words)
+        ap, one = pair_words(a, hs_words), hs_words == a.shape[1] and hs_words <= GROUP * CHUNK
         for o in prange(wr.shape[0]):
-            ops[o] = _hs_block(ap, wr, K, hs_words, out, o)
+            ops[o] = _hs_block_one(ap, wr, K, out, o) if one else _hs_block(ap, wr, K, hs_words, out, o)
 
 
 _TWINS = Twins({"xnor": _xnor_serial, "xnor_par": _xnor_parallel,
